@@ -12,7 +12,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from sandbox.result import STATUSES, TASKS, TASK_TITLES  # noqa: F401  (re-exported)
 
 # recorded statuses: the worker's, plus "rejected" (failed static checks or a duplicate: never evaluated)
-RECORD_STATUSES = STATUSES + ("rejected",)
+# and "pending" (recorded but not yet evaluated: the baseline right after `archer init`)
+RECORD_STATUSES = STATUSES + ("rejected", "pending")
 
 
 class Strict(BaseModel):

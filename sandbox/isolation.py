@@ -32,11 +32,10 @@ def scrubbed_env() -> dict[str, str]:
 
 def run_isolated(candidate: Path | str, *, profile: str = "smoke", seeds=(0,), model: str = "delta_net",
                  device: str = "auto", timeout_s: float = 3600.0, extra_args: tuple[str, ...] = ()) -> dict:
-    """Evaluate the candidate file (or code string) in a worker process; never raises for its failures."""
+    """Evaluate a candidate (a Path to a file, or the code as a str) in a worker; never raises for its failures."""
     workdir = Path(tempfile.mkdtemp(prefix="archer-eval-"))
     try:
-        src = Path(candidate)
-        code = src.read_text() if isinstance(candidate, Path) or (len(str(candidate)) < 4096 and src.is_file()) else str(candidate)
+        code = candidate.read_text() if isinstance(candidate, Path) else str(candidate)
         (workdir / "candidate.py").write_text(code)
         cmd = [sys.executable, "-m", "sandbox", "eval", "--candidate", "candidate.py", "--profile", profile,
                "--seeds", ",".join(str(s) for s in seeds), "--model", model, "--device", device,
