@@ -1,0 +1,23 @@
+"""The worker's result JSON (sandbox/result.py) and the controller's pydantic mirror stay in step."""
+from typing import get_type_hints
+
+from agent import records
+from sandbox import result
+
+
+def test_every_result_field_has_a_pydantic_twin():
+    for typed, model in [(result.EvalResult, records.EvalResult), (result.Score, records.Score),
+                         (result.SettingScore, records.SettingScore),
+                         (result.CheckFinding, records.CheckFinding)]:
+        assert set(get_type_hints(typed)) == set(model.model_fields), typed.__name__
+
+
+def test_failure_result_validates_as_eval_result():
+    raw = result.failure("timeout", "timeout", "killed after 5 s")
+    parsed = records.EvalResult.model_validate(raw)
+    assert parsed.status == "timeout" and parsed.scores == {}
+
+
+def test_recorded_statuses_extend_worker_statuses():
+    assert set(result.STATUSES) < set(records.RECORD_STATUSES)
+    assert {"rejected", "pending"} <= set(records.RECORD_STATUSES)
