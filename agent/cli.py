@@ -20,6 +20,11 @@ console = Console()
 DEFAULT_DIR = Path("history")
 
 
+@app.callback()
+def root() -> None:
+    """archer: propose, check, train and record delta-rule variants; review, replay and revert them."""
+
+
 @app.command("eval")
 def eval_cmd(
     file: Path = typer.Argument(..., help="the naive.py to score"),
