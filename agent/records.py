@@ -75,6 +75,14 @@ class Usage(Strict):
     cost_usd: float = 0.0
     model: str = ""          # endpoint/model that produced it ("" for offline proposers)
     seconds: float = 0.0
+    retries: int = 0         # transient failures retried (429, 5xx, timeouts, connection errors)
+
+    def __add__(self, other: "Usage") -> "Usage":
+        """The sum of two calls' usage (propose + repairs); the model is the first one named."""
+        return Usage(calls=self.calls + other.calls, prompt_tokens=self.prompt_tokens + other.prompt_tokens,
+                     completion_tokens=self.completion_tokens + other.completion_tokens,
+                     cost_usd=self.cost_usd + other.cost_usd, model=self.model or other.model,
+                     seconds=round(self.seconds + other.seconds, 3), retries=self.retries + other.retries)
 
 
 class Reason(Strict):
