@@ -17,7 +17,8 @@ from agent.records import Strict
 
 
 class EvalConfig(Strict):
-    profile: str = "smoke"                 # smoke | quick | screen | mad (sandbox/profiles.py)
+    profile: str = "auto"                  # smoke | quick | screen | mad (sandbox/profiles.py); auto: screen
+                                           # with CUDA, smoke without, fixed in archer.toml by the first run
     seeds: list[int] = Field(default_factory=lambda: [0])
     model: str = "delta_net"               # the layer around the candidate's delta rule
     device: str = "auto"                   # auto | cpu | cuda

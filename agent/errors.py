@@ -18,7 +18,17 @@ class ConfigError(ArcherError):
 
 
 class ProposalError(ArcherError):
-    """A proposer's reply could not be turned into a Proposal (malformed, empty, refused)."""
+    """A proposer's reply could not be turned into a Proposal (malformed, empty, refused).
+
+    Optional details for the history: `kind` (a short code, recorded as reason "proposal.<kind>"),
+    `raw` (the reply text, excerpted in report.md) and `usage` (an agent.records.Usage: what the
+    failed calls cost, so budgets count them)."""
+
+    def __init__(self, message: str = "", *, kind: str = "", raw: str = "", usage: object | None = None):
+        super().__init__(message)
+        self.kind = kind
+        self.raw = raw
+        self.usage = usage
 
 
 class MergeConflict(ArcherError):
