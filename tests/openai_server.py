@@ -299,7 +299,7 @@ def proposal_text(name: str, code: str, *, fence: bool = True) -> str:
 
 def search_replace_text(name: str, search: str, replace: str) -> str:
     """A free-text proposal whose code is one aider-style SEARCH/REPLACE block."""
-    head = proposal_text(name, "x = 1").split("## Code")[0]
+    head = proposal_text(name, "x = 1").rsplit("## Code", 1)[0]
     return head + f"## Code\nnaive.py\n<<<<<<< SEARCH\n{search}\n=======\n{replace}\n>>>>>>> REPLACE\n"
 
 
