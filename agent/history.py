@@ -11,6 +11,7 @@ import difflib
 import fcntl
 import json
 import os
+import shutil
 import signal
 from datetime import datetime, timezone
 from pathlib import Path
@@ -185,6 +186,12 @@ class Workspace:
             self.repo.git.clean("-q", "-f", "-d", "--", CANDIDATES)
             fixed.append("discarded uncommitted changes: " + "; ".join(dirty.strip().splitlines()[:5]))
         self._folders = self._rows = self._reverted = None
+        committed = set(self.repo.git.ls_tree("--name-only", "HEAD", f"{CANDIDATES}/").split())
+        for folder in self._scan().values():
+            if f"{CANDIDATES}/{folder}" not in committed:
+                shutil.rmtree(self.path / CANDIDATES / folder)
+                fixed.append(f"removed the uncommitted folder {CANDIDATES}/{folder}")
+        self._folders = None
         folders = self._scan()
         try:
             rows = self._load_rows()
