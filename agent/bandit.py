@@ -1,16 +1,16 @@
 """A generic multi-armed bandit: Gaussian Thompson sampling over rewards per unit cost.
 
 Arms are hashable names (transformations, endpoints). Every arm is tried once before any is
-repeated; after that each arm's mean reward is drawn from a normal posterior (pooled noise, a
-zero-mean prior worth `prior_weight` observations) and divided by its mean cost, and the largest
-draw wins. Nothing is stored: the state is rebuilt by replaying `update` over the records
+repeated; each arm's mean reward is drawn from a normal posterior (pooled noise, a prior mean per
+arm, 0 unless given, worth `prior_weight` observations) and divided by its mean cost, and the
+largest draw wins, among the untried arms while there are any. Nothing is stored: the state is rebuilt by replaying `update` over the records
 (`Bandit.from_observations`). Deterministic given the seed. Tested by tests/test_bandit.py.
 """
 from __future__ import annotations
 
 import math
 import random
-from collections.abc import Hashable, Iterable
+from collections.abc import Hashable, Iterable, Mapping
 from dataclasses import dataclass
 
 
@@ -41,14 +41,15 @@ class Bandit:
     dollars, or 1.0 when all pulls cost the same). The value of an arm is reward per unit cost.
     """
 
-    def __init__(self, arms: Iterable[Hashable], seed: int = 0, *, prior_weight: float = 1.0,
-                 min_noise: float = 1e-3, default_noise: float = 0.05) -> None:
+    def __init__(self, arms: Iterable[Hashable], seed: int = 0, *, priors: Mapping[Hashable, float] | None = None,
+                 prior_weight: float = 1.0, min_noise: float = 1e-3, default_noise: float = 0.05) -> None:
         self.arms: list[Hashable] = list(dict.fromkeys(arms))
         if not self.arms:
             raise ValueError("a bandit needs at least one arm")
         if prior_weight <= 0 or min_noise <= 0 or default_noise <= 0:
             raise ValueError("prior_weight, min_noise and default_noise must be positive")
         self.stats: dict[Hashable, ArmStats] = {a: ArmStats() for a in self.arms}
+        self.priors = {a: float((priors or {}).get(a, 0.0)) for a in self.arms}
         self.prior_weight = prior_weight
         self.min_noise = min_noise
         self.default_noise = default_noise
@@ -56,7 +57,7 @@ class Bandit:
 
     @classmethod
     def from_observations(cls, arms: Iterable[Hashable], observations: Iterable[tuple[Hashable, float, float]],
-                          seed: int = 0, **kwargs: float) -> Bandit:
+                          seed: int = 0, **kwargs: object) -> Bandit:
         """Rebuild a bandit from (arm, reward, cost) records; records of unknown arms are ignored."""
         bandit = cls(arms, seed, **kwargs)
         for arm, reward, cost in observations:
@@ -82,9 +83,8 @@ class Bandit:
         return max(math.sqrt(m2 / dof), self.min_noise)
 
     def estimate(self, arm: Hashable) -> float:
-        """Posterior mean of the arm's reward per unit cost (shrunk toward 0)."""
-        s = self.stats[arm]
-        return s.pulls * s.reward_mean / (s.pulls + self.prior_weight) / s.mean_cost
+        """Posterior mean of the arm's reward per unit cost (shrunk toward the arm's prior)."""
+        return self._posterior_mean(arm) / self.stats[arm].mean_cost
 
     def choose(self, exclude: Iterable[Hashable] = ()) -> Hashable:
         """One arm: an untried one if any, else the best Thompson draw. Raises if all are excluded."""
@@ -93,11 +93,10 @@ class Bandit:
         if not open_arms:
             raise ValueError("every arm is excluded")
         untried = [a for a in open_arms if self.stats[a].pulls == 0]
-        if untried:
-            return self.rng.choice(untried)
+        pool = untried or open_arms
         sigma = self.noise()
-        draws = {a: self._draw(a, sigma) for a in open_arms}
-        return max(open_arms, key=lambda a: draws[a])
+        draws = {a: self._draw(a, sigma) for a in pool}
+        return max(pool, key=lambda a: draws[a])
 
     def ranking(self, exclude: Iterable[Hashable] = ()) -> list[Hashable]:
         """Every open arm in the order of successive `choose` calls, each excluding the ones before."""
@@ -108,8 +107,11 @@ class Bandit:
             order.append(self.choose(exclude=skip | set(order)))
         return order
 
+    def _posterior_mean(self, arm: Hashable) -> float:
+        s = self.stats[arm]
+        return (s.pulls * s.reward_mean + self.prior_weight * self.priors[arm]) / (s.pulls + self.prior_weight)
+
     def _draw(self, arm: Hashable, sigma: float) -> float:
         s = self.stats[arm]
-        weight = s.pulls + self.prior_weight
-        mean = s.pulls * s.reward_mean / weight
-        return self.rng.gauss(mean, sigma / math.sqrt(weight)) / s.mean_cost
+        spread = sigma / math.sqrt(s.pulls + self.prior_weight)
+        return self.rng.gauss(self._posterior_mean(arm), spread) / s.mean_cost

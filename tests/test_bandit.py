@@ -87,3 +87,13 @@ def test_bad_updates_are_refused_with_a_clear_error():
         bandit.update("a", 0.1, cost=0.0)
     with pytest.raises(ValueError, match="at least one arm"):
         Bandit([], seed=0)
+
+
+def test_untried_arms_come_in_the_order_their_priors_favour():
+    firsts = Counter()
+    for seed in range(40):
+        bandit = Bandit(["plain", "promising"], seed=seed, priors={"promising": 0.1})
+        firsts[bandit.choose()] += 1
+    assert firsts["promising"] > 30
+    bandit = Bandit(["a", "b"], seed=0, priors={"b": 0.1})
+    assert bandit.estimate("b") > bandit.estimate("a") == 0.0
