@@ -13,6 +13,7 @@ import json
 import os
 import shutil
 import signal
+import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -457,6 +458,20 @@ class Workspace:
             self.config = config
             if self.repo.git.status("--porcelain", "--", CONFIG).strip():
                 self._commit([CONFIG], "archer.toml: configuration updated")
+
+    def merge_file(self, ours: str, base: str, theirs: str, labels: tuple[str, str, str]) -> tuple[str, int]:
+        """Three-way merge of one file's texts with `git merge-file`: (merged text, number of conflicts)."""
+        with tempfile.TemporaryDirectory(prefix="archer-merge-") as tmp:
+            paths = []
+            for role, text in zip(("ours", "base", "theirs"), (ours, base, theirs)):
+                paths.append(Path(tmp) / role)
+                paths[-1].write_text(text)
+            status, merged, err = self.repo.git.merge_file(
+                "-p", "--diff3", "-L", labels[0], "-L", labels[1], "-L", labels[2], *map(str, paths),
+                with_extended_output=True, with_exceptions=False, strip_newline_in_stdout=False)
+        if status < 0 or status > 127:
+            raise WorkspaceError(f"git merge-file failed: {err.strip()}")
+        return merged, status
 
     def baseline(self) -> Candidate:
         return self.get(0)
