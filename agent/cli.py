@@ -39,6 +39,31 @@ def eval_cmd(
     raise ArcherError("eval: not built yet")
 
 
+@app.command("run")
+def run_cmd(
+    directory: Path = typer.Argument(DEFAULT_DIR, help="the workspace (created with the defaults when missing)"),
+    budget: Optional[int] = typer.Option(None, "--budget", "-n", help="stop after this many new candidates"),
+    max_tokens: Optional[int] = typer.Option(None, help="stop once the LLM calls used this many tokens"),
+    max_cost: Optional[float] = typer.Option(None, help="stop once the LLM calls cost this many USD"),
+    max_hours: Optional[float] = typer.Option(None, help="stop starting new candidates after this many hours"),
+    profile: Optional[str] = typer.Option(None, help="smoke | quick | screen | mad | auto (saved in archer.toml)"),
+    proposer: Optional[str] = typer.Option(None, help="mutate | llm (saved in archer.toml)"),
+):
+    """Search: propose, check, evaluate and record candidates until a budget is spent or Ctrl-C / SIGTERM.
+
+    Running it again resumes exactly where it stopped. Limits not given here come from archer.toml [budget].
+    """
+    from agent.config import BudgetConfig
+    from agent.loop import run_search
+
+    overrides = BudgetConfig(candidates=budget, tokens=max_tokens, cost_usd=max_cost, wall_hours=max_hours)
+    summary = run_search(directory, overrides=overrides, profile=profile, proposer=proposer, console=console)
+    console.print(f"recorded {len(summary.recorded)} candidate{'s' if len(summary.recorded) != 1 else ''}; "
+                  f"{summary.stopped}", highlight=False)
+    if summary.signal is not None:
+        raise typer.Exit(128 + summary.signal)
+
+
 def main() -> None:
     try:
         app()

@@ -7,11 +7,12 @@ they exceed the noise). Tested by tests/test_report.py.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from agent.prompts import render
 from agent.proposal import Proposal
-from agent.records import TASKS, TASK_TITLES, Candidate, Score
+from agent.records import TASKS, TASK_TITLES, Candidate, Reason, Score
 
 # Largest difference between two runs of the same model in shared/reference/calibration.md
 # (runs A and B of delta_net_4layer and gated_delta_net_4layer): the documented noise prior of one
@@ -108,8 +109,12 @@ def excerpt(text: str, limit: int = EXCERPT_CHARS) -> str:
 
 
 def render_report(cand: Candidate, proposal: Proposal | None, *, parent: Candidate | None,
-                  baseline: Candidate | None, reply_excerpt: str = "") -> str:
-    """report.md for `cand`: English then Chinese, each with the rationale and the outcome."""
+                  baseline: Candidate | None, reply_excerpt: str = "", attempts: Sequence[Reason] = (),
+                  repair_of: Candidate | None = None) -> str:
+    """report.md for `cand`: English then Chinese, each with the rationale and the outcome.
+
+    `attempts` are the check failures sent back to the proposer before this version; `repair_of` the
+    candidate whose failed evaluation this one repairs."""
     if baseline is not None and baseline.id == cand.id:
         baseline = None
     show_parent = parent is not None and parent.scored
@@ -119,7 +124,7 @@ def render_report(cand: Candidate, proposal: Proposal | None, *, parent: Candida
         show_parent=show_parent, show_baseline=show_baseline,
         rows=outcome_rows(cand, parent, baseline), tasks=TASKS, titles=TASK_TITLES,
         noise_prior=NOISE_PRIOR, significance=SIGNIFICANCE,
-        reply_excerpt=excerpt(reply_excerpt) if reply_excerpt else "",
+        reply_excerpt=excerpt(reply_excerpt) if reply_excerpt else "", attempts=list(attempts), repair_of=repair_of,
         log_excerpt=excerpt(cand.log_tail) if cand.log_tail and not cand.scored else "",
     )
     return render("report_en.j2", **context).rstrip() + "\n\n" + render("report_zh.j2", **context).rstrip() + "\n"
