@@ -236,15 +236,30 @@ def _classify(title: str) -> tuple[str | None, str | None]:
                                                                              .replace("english", "")))
     if "chinese" in t or "中文" in t or (has_cjk and not has_latin):
         return key, "zh"
-    if "english" in t or "英文" in t or not has_cjk:
+    if "english" in t or "英文" in t:
         return key, "en"
     return key, None
 
 
+def _plain_title(line: str) -> str | None:
+    """A short line on its own that names a section ("Lessons from Historical Attempts"): a title."""
+    t = line.strip()
+    if not t or len(t) > 60 or len(t.split()) > 8 or t[-1] in ".。;；,，" or re.match(r"[-•*+>\d]", t):
+        return None
+    key, _ = _classify(t)
+    return t if key in SECTIONS or key == "predicted" else None
+
+
 def _split_languages(body: str) -> dict[str, str]:
-    paras = [p.strip() for p in re.split(r"\n\s*\n", body) if p.strip()]
-    zh = [p for p in paras if len(_CJK.findall(p)) * 6 >= len(p.replace(" ", ""))]
-    return {"en": "\n\n".join(p for p in paras if p not in zh), "zh": "\n\n".join(zh)}
+    """Lines in Chinese (a sixth or more of their characters) apart from the rest; blank lines stay put."""
+    out: dict[str, list[str]] = {"en": [], "zh": []}
+    current = "en"
+    for line in body.splitlines():
+        if line.strip():
+            cjk = len(_CJK.findall(line))
+            current = "zh" if cjk and cjk * 6 >= len(line.replace(" ", "")) else "en"
+        out[current].append(line)
+    return {lang: re.sub(r"\n{3,}", "\n\n", "\n".join(lines)).strip() for lang, lines in out.items()}
 
 
 def _code_from_text(text: str, bare_start: int | None) -> tuple[str | None, list[Edit]]:
@@ -276,6 +291,12 @@ def _parsable_prefix(code: str) -> str:
     return code
 
 
+def _drop_code_blocks(body: str) -> str:
+    """Section text without the candidate file or edit blocks that follow it in the reply."""
+    return _FENCE.sub(lambda m: "" if "def delta_rule_chunkwise" in m.group(2) or "<<<<<<<" in m.group(2)
+                      else m.group(0), body)
+
+
 def _from_text(text: str) -> Proposal:
     if sum(1 for ln in text.splitlines() if _FENCE_LINE.match(ln)) % 2:
         raise ProposalError("reply ends inside an open ``` fence: truncated?", kind="truncated")
@@ -290,10 +311,11 @@ def _from_text(text: str) -> Proposal:
     name = name_match.group(1) if name_match else None
     predicted_text, bare_start = "", None
     key, lang, body = None, None, []
+    prev_blank = True
 
     def close() -> None:
         nonlocal predicted_text, name
-        content = "".join(body).strip()
+        content = _drop_code_blocks("".join(body)).strip()
         if key in SECTIONS and content:
             parts = {lang: content} if lang else _split_languages(content)
             for lg, txt in parts.items():
@@ -316,8 +338,10 @@ def _from_text(text: str) -> Proposal:
         if re.fullmatch(r"[ \t`]*[\w/.-]+\.py[ \t`:]*\n?", ln):
             continue
         m = _HEADING.match(ln.rstrip("\n"))
-        if m:
-            title = m.group(1) or m.group(2)
+        plain = not m and prev_blank and _plain_title(ln)
+        prev_blank = not ln.strip()
+        if m or plain:
+            title = plain or m.group(1) or m.group(2)
             new_key, new_lang = _classify(title)
             if new_key is not None or ln.startswith("#"):
                 close()
@@ -343,5 +367,5 @@ def _from_text(text: str) -> Proposal:
 def _task_scores(text: str) -> list[tuple[str, str]]:
     labels = "|".join(sorted({*TASKS, *(t.lower() for t in TASK_TITLES.values())}, key=len, reverse=True))
     labels = labels.replace("_", r"[\s_-]*").replace(" ", r"[\s_-]*")
-    pattern = re.compile(rf"\b({labels})\b\**\s*[:=≈~]?\s*\**\s*([0-9]*\.?[0-9]+%?)", re.I)
+    pattern = re.compile(rf"\b({labels})\b[\s*:=≈~]*([0-9]*\.?[0-9]+%?)", re.I)
     return [(label, value) for label, value in pattern.findall(text)]

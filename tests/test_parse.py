@@ -181,3 +181,27 @@ def test_reply_schema_is_strict_and_names_every_task():
         assert sorted(obj["required"]) == sorted(obj["properties"])
     assert "mutations" not in schema["properties"]
     assert sorted(schema["properties"]["predicted"]["required"]) == sorted(TASKS)
+
+
+def test_numbered_bilingual_headings_with_prose_around_the_code():
+    text = ("Here's my proposal.\n\n**Name:** `tanh_on_delta_error`\n\n"
+            "### 1. Key Observations / 关键观察\nRecall is perfect.\n\n回忆任务接近完美。\n\n"
+            "### 3. Technical Reasoning / 技术推理\nApply tanh to the delta.\n对误差应用 tanh。\n\n"
+            "### 4. Expected Improvements / 预期改进\n- Compress: ~0.50\n- Memorize: 35%\n\n- 压缩：约 0.50\n\n"
+            "```python\n" + NEW_CODE + "```\n\nLet me know if you'd like a variant!\n")
+    p = parse_reply(text)
+    assert p.name == "tanh_on_delta_error"
+    assert (p.reasoning.en, p.reasoning.zh) == ("Apply tanh to the delta.", "对误差应用 tanh。")
+    assert p.predicted == {"compress": 0.5, "memorize": 0.35}
+    assert "def delta_rule_chunkwise" not in p.expected.en and p.code == NEW_CODE
+
+
+def test_plain_title_lines_of_the_earlier_pipeline_are_sections():
+    text = ("Key Observations from Experiment Results\n• Recall is near perfect.\n• 回忆任务近乎完美。\n\n"
+            "Technical Reasoning for Proposed Change\nWe insert tanh on the error.\n\n"
+            "Expected Improvements from the Modification\n• Compress improves.\n\n"
+            "name: tanh_on_error\n\n```python\n" + NEW_CODE + "```\n")
+    p = parse_reply(text)
+    assert p.observations.en == "• Recall is near perfect." and p.observations.zh == "• 回忆任务近乎完美。"
+    assert p.reasoning.en == "We insert tanh on the error." and p.expected.en == "• Compress improves."
+    assert missing_chinese(p) == ["reasoning", "expected"]
