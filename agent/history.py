@@ -31,6 +31,8 @@ CANDIDATES = "candidates"
 RESULTS = "results.csv"
 CONFIG = "archer.toml"
 REVERTED = "reverted.json"
+REFERENCES = "references.csv"
+NO_CODE_MARKER = "# archer: no code"     # first line of naive.py for a candidate recorded without code (import)
 STATE = ".archer"
 FILES = ("naive.py", "candidate.json", "report.md", "diff.patch")
 CRASH_ENV = "ARCHER_CRASH_AT"
@@ -328,6 +330,10 @@ class Workspace:
     def report(self, id: int) -> str:
         return self._read(id, "report.md")
 
+    def has_code(self, id: int) -> bool:
+        """False for candidates recorded without code (imported from logs): they cannot be parents or replayed."""
+        return not self.code(id).startswith(NO_CODE_MARKER)
+
     def diff_patch(self, id: int) -> str:
         return self._read(id, "diff.patch")
 
@@ -472,6 +478,22 @@ class Workspace:
         if status < 0 or status > 127:
             raise WorkspaceError(f"git merge-file failed: {err.strip()}")
         return merged, status
+
+    def save_references(self, scores: dict[str, dict[str, float]]) -> None:
+        """Scores of reference models (e.g. gated_delta_net from an imported log) in references.csv, committed."""
+        rows = [{"name": name, **{table.TASK_TITLES[t]: s.get(t) for t in table.TASKS}} for name, s in scores.items()]
+        df = table.pd.DataFrame(rows, columns=["name", *table.TASK_COLUMNS])
+        df["mean"] = df[table.TASK_COLUMNS].mean(axis=1, skipna=False)
+        with self._writing():
+            write_atomic(self.path / REFERENCES, df.to_csv(index=False, float_format="%.6f", lineterminator="\n"))
+            self._commit([REFERENCES], f"references.csv: {len(rows)} reference model{'s' if len(rows) != 1 else ''}")
+
+    def references(self) -> "table.pd.DataFrame":
+        """Reference models' scores (name, task columns, mean); empty when there are none."""
+        path = self.path / REFERENCES
+        if not path.exists():
+            return table.pd.DataFrame(columns=["name", *table.TASK_COLUMNS, "mean"])
+        return table.pd.read_csv(path)
 
     def baseline(self) -> Candidate:
         return self.get(0)

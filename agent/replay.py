@@ -88,6 +88,9 @@ def replay(ws: Workspace, id: int, *, seeds: list[int] | None = None, profile: s
     if evaluate is None:
         from agent.evaluate import evaluate_code as evaluate
     src = ws.get(id)
+    for which in (id, onto):
+        if which is not None and not ws.has_code(which):
+            raise WorkspaceError(f"{which:04d} has no code (imported from a log): it cannot be replayed or built on")
     if onto is not None:
         ws.get(onto)
         if onto in ws.reverted():
