@@ -1,64 +1,254 @@
 """Runs one evaluation in a fresh, isolated worker process and always returns a result dict.
 
-FIRST VERSION (to be hardened by the checks issue): fresh subprocess in its own process group,
-scrubbed environment, temporary working directory, wall-clock timeout that kills the group.
+Isolated: the environment (an allow-list; anything named or shaped like a key, token, secret,
+password or credential is dropped), the working directory (a fresh temporary one, removed after;
+HOME and TMPDIR point inside it), the network (a new network namespace via `unshare --net` where the
+OS allows it, and in any case guard.harden_process refuses sockets), resources (RLIMIT_CPU, NPROC,
+NOFILE, FSIZE caps the log, CORE 0; memory by RLIMIT_AS on CPU and by a resident-memory watchdog,
+the only limit on GPU runs since CUDA needs a huge address space), wall-clock time (the whole process
+group is killed), and the result (read from a pipe the worker opened before the candidate was
+imported: a file the candidate writes is never read). Inside the worker, guard.py refuses
+processes, file access outside the working directory and Python-level introspection.
+Not isolated: GPU memory and time of other processes on the same GPU (CUDA has no per-process
+limit other than what the worker sets), the file system's readable parts for C code, side
+channels, and kernel or driver exploits; this is a guard against accidents and casual hostility,
+not a container. Tested by tests/test_isolation.py and tests/test_corpus.py.
 """
 from __future__ import annotations
 
+import functools
 import json
 import os
+import re
+import resource
 import shutil
 import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
-from sandbox.result import failure
+from sandbox.result import STATUSES, failure
 
 PACKAGE_ROOT = Path(__file__).resolve().parent.parent
-KEEP_ENV = ("PATH", "LANG", "LC_ALL", "HOME", "TMPDIR", "CUDA_VISIBLE_DEVICES", "NVIDIA_VISIBLE_DEVICES",
-            "LD_LIBRARY_PATH", "CUDA_HOME", "TRITON_CACHE_DIR")
+KEEP_ENV = ("PATH", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "CUDA_VISIBLE_DEVICES", "NVIDIA_VISIBLE_DEVICES",
+            "LD_LIBRARY_PATH", "CUDA_HOME", "CUDA_PATH", "OMP_NUM_THREADS", "MKL_NUM_THREADS",
+            "PYTORCH_CUDA_ALLOC_CONF", "CUBLAS_WORKSPACE_CONFIG")
+SECRET_NAME = re.compile(r"KEY|TOKEN|SECRET|PASS|CRED|AUTH|COOKIE|SESSION|PRIVATE|CERT", re.I)
+SECRET_VALUE = re.compile(r"\b(sk-|ghp_|gho_|github_pat_|xox[abp]-|AKIA|hf_|glpat-)|-----BEGIN")
+LOG_TAIL_BYTES = 4000
+MAX_RESULT_BYTES = 64 << 20
+POLL_S = 0.1
+OOM_MARKERS = ("MemoryError", "OutOfMemoryError", "out of memory", "can't allocate memory", "std::bad_alloc")
 
 
-def scrubbed_env() -> dict[str, str]:
+def scrubbed_env(workdir: Path) -> dict[str, str]:
+    """The worker's whole environment: an allow-list, minus anything that looks like a credential."""
     env = {k: os.environ[k] for k in KEEP_ENV if k in os.environ}
-    env["PYTHONPATH"] = str(PACKAGE_ROOT)
-    env["PYTHONUNBUFFERED"] = "1"
-    env["PYTHONDONTWRITEBYTECODE"] = "1"
+    env = {k: v for k, v in env.items() if not SECRET_NAME.search(k) and not SECRET_VALUE.search(v)}
+    env.update(PYTHONPATH=str(PACKAGE_ROOT), PYTHONUNBUFFERED="1", PYTHONDONTWRITEBYTECODE="1",
+               PYTHONNOUSERSITE="1", HOME=str(workdir / "home"), TMPDIR=str(workdir / "tmp"),
+               TRITON_CACHE_DIR=str(workdir / "home" / "triton"), XDG_CACHE_HOME=str(workdir / "home" / "cache"))
     return env
 
 
-def run_isolated(candidate: Path | str, *, profile: str = "smoke", seeds=(0,), model: str = "delta_net",
-                 device: str = "auto", timeout_s: float = 3600.0, extra_args: tuple[str, ...] = ()) -> dict:
-    """Evaluate a candidate (a Path to a file, or the code as a str) in a worker; never raises for its failures."""
-    workdir = Path(tempfile.mkdtemp(prefix="archer-eval-"))
+@functools.lru_cache(maxsize=1)
+def network_namespace_prefix() -> tuple[str, ...]:
+    """`unshare --net` inside a new user namespace, if this OS lets an unprivileged user do it."""
+    unshare = shutil.which("unshare")
+    if not unshare:
+        return ()
+    prefix = (unshare, "--net", "--map-root-user")
     try:
+        ok = subprocess.run([*prefix, "true"], capture_output=True, timeout=10).returncode == 0
+    except (OSError, subprocess.SubprocessError):
+        ok = False
+    return prefix if ok else ()
+
+
+def gpu_possible(device: str) -> bool:
+    if device == "cpu":
+        return False
+    if device.startswith("cuda"):
+        return True
+    return os.environ.get("CUDA_VISIBLE_DEVICES", None) != "" and Path("/dev/nvidiactl").exists()
+
+
+def user_tasks() -> int:
+    """Processes and threads this user runs now: RLIMIT_NPROC counts them all, not just the worker's."""
+    uid, count = os.getuid(), 0
+    for entry in os.scandir("/proc"):
+        if entry.name.isdigit():
+            try:
+                if entry.stat().st_uid == uid:
+                    count += len(os.listdir(f"/proc/{entry.name}/task"))
+            except OSError:
+                continue
+    return count
+
+
+def resident_bytes(pid: int) -> int:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return 0
+
+
+def apply_limits(pid: int, limits: dict[int, int]) -> None:
+    for which, value in limits.items():
+        _, hard = resource.getrlimit(which)
+        value = value if hard == resource.RLIM_INFINITY else min(value, hard)
+        try:
+            resource.prlimit(pid, which, (value, value))
+        except ProcessLookupError:
+            return
+
+
+def read_all(fd: int, sink: bytearray) -> None:
+    with os.fdopen(fd, "rb") as pipe:
+        while chunk := pipe.read(1 << 16):
+            if len(sink) < MAX_RESULT_BYTES:
+                sink.extend(chunk)
+
+
+def tail_of(path: Path) -> str:
+    try:
+        with open(path, "rb") as f:
+            f.seek(max(0, f.seek(0, os.SEEK_END) - LOG_TAIL_BYTES))
+            return f.read().decode("utf-8", "replace")
+    except OSError:
+        return ""
+
+
+def last_line(text: str) -> str:
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return lines[-1][:300] if lines else ""
+
+
+def classify_death(rc: int | None, killed_for: str, tail: str, timeout_s: float, memory_mb: int) -> tuple[str, str, str]:
+    """(status, reason, message) for a worker that sent no result."""
+    if killed_for == "timeout":
+        return "timeout", "timeout", f"killed after {timeout_s:g} s wall-clock"
+    if killed_for == "memory":
+        return "oom", "memory_limit", f"killed when its resident memory passed {memory_mb} MiB"
+    if rc == -signal.SIGXCPU:
+        return "timeout", "cpu_time", "stopped by the CPU-time limit (RLIMIT_CPU)"
+    if rc == -signal.SIGXFSZ:
+        return "crashed", "output_limit", "stopped for writing more output than the log cap (RLIMIT_FSIZE)"
+    if any(marker in tail for marker in OOM_MARKERS):
+        return "oom", "memory_limit", f"ran out of memory: {last_line(tail)}"
+    if rc == -signal.SIGKILL:
+        return "oom", "killed", "killed by SIGKILL from outside the evaluator (likely the kernel's OOM killer)"
+    detail = f": {last_line(tail)}" if last_line(tail) else ""
+    return "crashed", "worker_died", f"worker exited with code {rc} and sent no result{detail}"
+
+
+def run_isolated(candidate: Path | str, *, profile: str = "smoke", seeds=(0,), model: str = "delta_net",
+                 device: str = "auto", timeout_s: float = 3600.0, extra_args: tuple[str, ...] = (),
+                 memory_mb: int | None = None, cpu_s: float | None = None, output_mb: int = 64,
+                 open_files: int = 1024, isolate_network: bool = True) -> dict:
+    """Evaluate a candidate (a Path to a file, or the code as a str) in a worker; never raises for its failures.
+
+    memory_mb defaults to 16 GiB on CPU and 64 GiB of host memory when a GPU may be used; cpu_s
+    (a backstop for a worker orphaned by a dead controller) defaults to timeout_s x cores + 60.
+    """
+    t0 = time.monotonic()
+    workdir = Path(tempfile.mkdtemp(prefix="archer-eval-"))
+    gpu = gpu_possible(device)
+    memory_mb = memory_mb or (65536 if gpu else 16384)
+    cpu_s = cpu_s or timeout_s * (os.cpu_count() or 1) + 60
+    netns = network_namespace_prefix() if isolate_network else ()
+    isolation = {"network": "namespace" if netns else "audit_hook", "memory": "rss_watchdog" if gpu else
+                 "rlimit_as+rss_watchdog", "memory_mb": memory_mb, "timeout_s": timeout_s}
+    read_fd, write_fd = os.pipe()
+    received = bytearray()
+    try:
+        for sub in ("home", "tmp"):
+            (workdir / sub).mkdir()
         code = candidate.read_text() if isinstance(candidate, Path) else str(candidate)
         (workdir / "candidate.py").write_text(code)
-        cmd = [sys.executable, "-m", "sandbox", "eval", "--candidate", "candidate.py", "--profile", profile,
+        cmd = [*netns, sys.executable, "-m", "sandbox", "eval", "--candidate", "candidate.py", "--profile", profile,
                "--seeds", ",".join(str(s) for s in seeds), "--model", model, "--device", device,
-               "--out", "result.json", *extra_args]
-        log = open(workdir / "log.txt", "wb")
-        t0 = time.monotonic()
-        proc = subprocess.Popen(cmd, cwd=workdir, env=scrubbed_env(), stdout=log, stderr=subprocess.STDOUT,
-                                stdin=subprocess.DEVNULL, start_new_session=True)
+               "--result-fd", str(write_fd), *extra_args]
+        limits = {resource.RLIMIT_CPU: int(cpu_s), resource.RLIMIT_NOFILE: open_files, resource.RLIMIT_CORE: 0,
+                  resource.RLIMIT_FSIZE: output_mb << 20, resource.RLIMIT_NPROC: user_tasks() + 1024}
+        if not gpu:
+            limits[resource.RLIMIT_AS] = memory_mb << 20
         try:
-            rc = proc.wait(timeout=timeout_s)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-            rc = None
-        log.close()
-        tail = (workdir / "log.txt").read_bytes()[-4000:].decode("utf-8", "replace")
-        if rc is None:
-            return failure("timeout", "timeout", f"killed after {timeout_s:.0f} s wall-clock", log_tail=tail,
-                           timings={"total_s": time.monotonic() - t0})
-        try:
-            return json.loads((workdir / "result.json").read_text())
-        except (OSError, ValueError):
-            return failure("crashed", "worker_died", f"worker exited with code {rc} and wrote no result",
-                           log_tail=tail, timings={"total_s": time.monotonic() - t0})
+            with open(workdir / "log.txt", "wb") as log:
+                proc = subprocess.Popen(cmd, cwd=workdir, env=scrubbed_env(workdir), stdout=log,
+                                        stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, pass_fds=(write_fd,),
+                                        start_new_session=True)
+        except OSError as e:
+            return failure("crashed", "spawn_failed", f"could not start the worker: {e}",
+                           execution={"isolation": isolation})
+        apply_limits(proc.pid, limits)
+        os.close(write_fd)
+        write_fd = -1
+        reader = threading.Thread(target=read_all, args=(read_fd, received), daemon=True)
+        reader.start()
+        read_fd = -1
+        rc, killed_for = watch(proc, timeout_s, memory_mb << 20)
+        reader.join(timeout=5)
+        tail = tail_of(workdir / "log.txt")
+        timings = {"total_s": time.monotonic() - t0}
+        result = parse_result(bytes(received))
+        if result is None:
+            status, reason, message = classify_death(rc, killed_for, tail, timeout_s, memory_mb)
+            return failure(status, reason, message, log_tail=tail, timings=timings,
+                           execution={"isolation": isolation, "exit_code": rc})
+        result["log_tail"] = tail
+        result.setdefault("timings", {}).setdefault("total_s", timings["total_s"])
+        result.setdefault("execution", {})["isolation"] = {**isolation, "exit_code": rc,
+                                                           "killed_after_result": killed_for or ""}
+        return result
     finally:
+        for fd in (read_fd, write_fd):
+            if fd >= 0:
+                os.close(fd)
         shutil.rmtree(workdir, ignore_errors=True)
+
+
+def watch(proc: subprocess.Popen, timeout_s: float, memory_bytes: int) -> tuple[int | None, str]:
+    """Wait for the worker; kill its process group at the deadline or past the memory limit."""
+    deadline = time.monotonic() + timeout_s
+    killed_for = ""
+    while True:
+        try:
+            rc = proc.wait(timeout=POLL_S)
+            break
+        except subprocess.TimeoutExpired:
+            pass
+        if time.monotonic() > deadline:
+            killed_for = "timeout"
+        elif resident_bytes(proc.pid) > memory_bytes:
+            killed_for = "memory"
+        if killed_for:
+            kill_group(proc.pid)
+            proc.wait()
+            return None, killed_for
+    kill_group(proc.pid)
+    return rc, killed_for
+
+
+def kill_group(pid: int) -> None:
+    try:
+        os.killpg(pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def parse_result(data: bytes) -> dict | None:
+    """The worker's result from the pipe, or None when it sent nothing usable."""
+    try:
+        result = json.loads(data.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError):
+        return None
+    if not isinstance(result, dict) or result.get("status") not in STATUSES:
+        return None
+    return result
