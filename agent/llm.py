@@ -69,15 +69,19 @@ class LLMClient:
 
     def complete(self, messages: list[dict], schema: dict | None = None) -> Completion:
         """One completion, retried on transient failures; ProposalError when it cannot be had."""
-        client = openai.OpenAI(api_key=self._api_key(), base_url=self.endpoint.base_url,
-                               timeout=self.endpoint.timeout_s, max_retries=0)
+        with openai.OpenAI(api_key=self._api_key(), base_url=self.endpoint.base_url,
+                           timeout=self.endpoint.timeout_s, max_retries=0) as client:
+            return self._complete(client, messages, schema)
+
+    def _complete(self, client: openai.OpenAI, messages: list[dict], schema: dict | None) -> Completion:
         structured = schema is not None and self.structured_ok
         retries: list[Retry] = []
         started = time.monotonic()
         adapted = 0
         while True:
             try:
-                response = client.chat.completions.create(**self._request(messages, schema if structured else None))
+                request = self._request(messages, schema if structured else None)
+                response = client.chat.completions.create(**request)
                 break
             except openai.BadRequestError as e:
                 message = self._redact(_message(e))
@@ -91,8 +95,9 @@ class LLMClient:
                 raise ProposalError(f"{self.endpoint.name}: request rejected (HTTP 400): {message}",
                                     kind="rejected") from None
             except (openai.AuthenticationError, openai.PermissionDeniedError, openai.NotFoundError) as e:
-                raise ConfigError(f"endpoint {self.endpoint.name!r} ({self.endpoint.base_url}, model "
-                                  f"{self.endpoint.model}): HTTP {e.status_code}: {self._redact(_message(e))}") from None
+                ep = self.endpoint
+                raise ConfigError(f"endpoint {ep.name!r} ({ep.base_url}, model {ep.model}): "
+                                  f"HTTP {e.status_code}: {self._redact(_message(e))}") from None
             except (openai.APIStatusError, openai.APIConnectionError) as e:
                 reason = self._describe(e)
                 if not _retryable(e):
@@ -100,7 +105,8 @@ class LLMClient:
                                         usage=self._spent(retries, started)) from None
                 if len(retries) >= self.max_retries:
                     raise ProposalError(f"{self.endpoint.name}: gave up after {len(retries) + 1} attempts; "
-                                        f"last: {reason}", kind="endpoint", usage=self._spent(retries, started)) from None
+                                        f"last: {reason}", kind="endpoint",
+                                        usage=self._spent(retries, started)) from None
                 delay = self._delay(len(retries), _retry_after(e))
                 retries.append(Retry(reason, delay))
                 time.sleep(delay)

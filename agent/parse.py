@@ -134,7 +134,8 @@ def _json_object(text: str) -> dict | None:
                 return obj
     if looks_json:
         hint = "" if text.rstrip().endswith(("}", "```")) else " (the JSON ends early: truncated?)"
-        raise ProposalError(f"malformed JSON in reply: {first_error or 'no proposal object'}{hint}", kind="malformed_json")
+        raise ProposalError(f"malformed JSON in reply: {first_error or 'no proposal object'}{hint}",
+                            kind="malformed_json")
     return None
 
 
@@ -175,7 +176,8 @@ def _edits_in(text: str) -> list[Edit]:
     opens = len(re.findall(r"^<{5,9}[ \t]*SEARCH", text, re.M))
     closes = len(re.findall(r"^>{5,9}[ \t]*REPLACE", text, re.M))
     if opens != closes:
-        raise ProposalError(f"unbalanced SEARCH/REPLACE blocks ({opens} SEARCH, {closes} REPLACE): truncated?", kind="truncated")
+        raise ProposalError(f"unbalanced SEARCH/REPLACE blocks ({opens} SEARCH, {closes} REPLACE): truncated?",
+                            kind="truncated")
     return [Edit(search=s.removesuffix("\n"), replace=r.removesuffix("\n"))
             for s, r in _SEARCH_REPLACE.findall(text)]
 

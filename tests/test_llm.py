@@ -145,3 +145,11 @@ def test_a_body_that_is_not_json_is_an_endpoint_error(server):
     server.script(Reply(raw_body="<html>gateway</html>"))
     with pytest.raises(ProposalError, match="not a chat completion"):
         client(server).complete(MESSAGES)
+
+
+def test_fake_server_lists_models_without_consuming_the_script(server):
+    import openai
+    server.script(reply("kept"))
+    with openai.OpenAI(api_key="k", base_url=server.base_url, max_retries=0) as sdk:
+        assert [m.id for m in sdk.models.list()] == ["fake-small", "fake-large"]
+    assert server.remaining == 1 and server.requests[0].path == "/v1/models"
