@@ -176,8 +176,8 @@ Builder = Callable[[Anchors, dict], list[str]]
 ERROR_MAPS: dict[str, Builder] = {
     "tanh_on_error": lambda a, p: [f"{a.error} = {p['scale']} * torch.tanh({a.error} / {p['scale']})"],
     "softsign_on_error": lambda a, p: [f"{a.error} = {a.error} / (1 + {a.error}.abs() / {p['scale']})"],
-    "clip_error_norm": lambda a, p: [
-        f"{a.error} = {a.error} * torch.clamp({p['max_norm']} / torch.sqrt({a.error}.pow(2).sum(-1, keepdim=True)"
+    "clip_error_rms": lambda a, p: [
+        f"{a.error} = {a.error} * torch.clamp({p['max_rms']} / torch.sqrt({a.error}.pow(2).mean(-1, keepdim=True)"
         f" + {EPS}), max=1.0)"],
     "soft_rms_norm_error": lambda a, p: [
         f"{a.error} = {a.error} * torch.rsqrt(1 + {a.error}.pow(2).mean(-1, keepdim=True) / {p['gain']} ** 2)"],
@@ -188,10 +188,10 @@ STATE_MAPS: dict[str, Builder] = {
     "surprise_state_decay": lambda a, p: [
         f"{a.state} = {a.state} / (1 + {p['rate']} * {a.error}.pow(2).mean(dim=(-2, -1), keepdim=True))"],
     "state_norm_clip": lambda a, p: [
-        f"{a.state} = {a.state} * torch.clamp({p['max_norm']} / torch.sqrt({a.state}.pow(2).sum(dim=(-2, -1),"
+        f"{a.state} = {a.state} * torch.clamp({p['max_rms']} / torch.sqrt({a.state}.pow(2).mean(dim=(-2, -1),"
         f" keepdim=True) + {EPS}), max=1.0)"],
     "soft_state_norm": lambda a, p: [
-        f"{a.state} = {a.state} * torch.rsqrt(1 + {a.state}.pow(2).sum(dim=(-2, -1), keepdim=True)"
+        f"{a.state} = {a.state} * torch.rsqrt(1 + {a.state}.pow(2).mean(dim=(-2, -1), keepdim=True)"
         f" / {p['radius']} ** 2)"],
 }
 
@@ -302,8 +302,8 @@ CATALOGUE: tuple[Transformation, ...] = (
        {"compress": 0.005, "fuzzy_recall": 0.01, "memorize": 0.005}),
     _t("softsign_on_error", "error", "error_map", "after_error",
        [{"scale": 1.0}, {"scale": 0.5}, {"scale": 2.0}], ERROR_MAPS, {"fuzzy_recall": 0.005}),
-    _t("clip_error_norm", "error", "error_map", "after_error",
-       [{"max_norm": 1.0}, {"max_norm": 0.5}, {"max_norm": 2.0}], ERROR_MAPS, {"fuzzy_recall": 0.005}),
+    _t("clip_error_rms", "error", "error_map", "after_error",
+       [{"max_rms": 1.0}, {"max_rms": 2.0}, {"max_rms": 0.5}], ERROR_MAPS, {"fuzzy_recall": 0.005}),
     _t("soft_rms_norm_error", "error", "error_map", "after_error",
        [{"gain": 1.0}, {"gain": 0.5}, {"gain": 2.0}], ERROR_MAPS, {"fuzzy_recall": 0.005}),
     _t("fixed_state_decay", "state", "state_decay", "before_update",
@@ -312,9 +312,9 @@ CATALOGUE: tuple[Transformation, ...] = (
     _t("surprise_state_decay", "state", "state_decay", "before_update",
        [{"rate": 1.0}, {"rate": 0.5}, {"rate": 4.0}], STATE_MAPS, {"fuzzy_recall": 0.01}),
     _t("state_norm_clip", "state", "state_norm", "after_update",
-       [{"max_norm": 8.0}, {"max_norm": 4.0}, {"max_norm": 16.0}], STATE_MAPS, {"fuzzy_recall": 0.005}),
+       [{"max_rms": 1.0}, {"max_rms": 0.5}, {"max_rms": 2.0}], STATE_MAPS, {"fuzzy_recall": 0.005}),
     _t("soft_state_norm", "state", "state_norm", "after_update",
-       [{"radius": 8.0}, {"radius": 4.0}, {"radius": 16.0}], STATE_MAPS, {"fuzzy_recall": 0.005}),
+       [{"radius": 1.0}, {"radius": 0.5}, {"radius": 2.0}], STATE_MAPS, {"fuzzy_recall": 0.005}),
     _t("intra_chunk_softmax", "intra", "intra_kernel", "after_attention",
        [{"temperature": 1.0}, {"temperature": 0.25}, {"temperature": 0.1}], INTRA_MAPS,
        {"memorize": 0.15, "fuzzy_recall": -0.02, "compress": -0.005, "context_recall": -0.005,

@@ -141,7 +141,7 @@ def test_a_transformation_whose_site_is_missing_is_skipped():
     assert "error" not in fits and "intra" not in fits and {"state", "beta", "qk"} <= fits
     assert BY_NAME["tanh_on_error"].apply(RECURRENT_PARENT, {"scale": 1.0}) is None
     assert locate("def broken(:\n") is None
-    assert_valid(BY_NAME["state_norm_clip"].apply(RECURRENT_PARENT, {"max_norm": 4.0}))
+    assert_valid(BY_NAME["state_norm_clip"].apply(RECURRENT_PARENT, {"max_rms": 0.5}))
 
 
 def test_proposal_is_new_valid_code_with_a_snake_case_name():
@@ -265,3 +265,13 @@ def test_taken_names_get_a_numeric_suffix():
     assert MutateProposer.name_for(chain, []) == "delta_net_tanh_on_error"
     assert MutateProposer.name_for(chain, ["delta_net_tanh_on_error", "delta_net_tanh_on_error_2"]) \
         == "delta_net_tanh_on_error_3"
+
+
+@pytest.mark.slow
+def test_every_setting_passes_the_workers_dynamic_checks():
+    from sandbox.dynamic_checks import run_dynamic_checks
+    for t in CATALOGUE:
+        for params in t.grid:
+            findings = run_dynamic_checks(load(t.apply(BASELINE, params)), "cpu")
+            failed = [f for f in findings if not f["passed"]]
+            assert not failed, (label(t.name, params), failed)
