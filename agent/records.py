@@ -34,6 +34,7 @@ class SettingScore(Strict):
     weight_decay: float
     accuracy: float
     token_accuracy: float
+    valid_accuracy: float = 0.0
     steps: int
     best_step: int
     seconds: float

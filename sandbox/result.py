@@ -38,6 +38,7 @@ class SettingScore(TypedDict):
     weight_decay: float
     accuracy: float      # MAD's macro-averaged accuracy over the whole test set (best checkpoint)
     token_accuracy: float  # plain (micro) accuracy over scored test positions
+    valid_accuracy: float  # best validation accuracy: what chose the checkpoint (and the lr x wd pick)
     steps: int           # optimiser steps taken
     best_step: int       # step of the checkpoint chosen on the validation split
     seconds: float
