@@ -77,6 +77,31 @@ def task_effect(t: Transformation, history: list[Trial]) -> dict[str, float]:
     return effect
 
 
+def predict(parent: Candidate, effects: Iterable[dict[str, float]]) -> dict[str, float]:
+    """The parent's score per task plus the summed expected changes, clipped to [0, 1]; {} when unscored."""
+    if not parent.scored:
+        return {}
+    effects = list(effects)
+    return {task: round(min(1.0, max(0.0, parent.scores[task].mean + sum(e[task] for e in effects))), 4)
+            for task in TASKS if task in parent.scores}
+
+
+def lesson(t: Transformation, history: list[Trial]) -> dict:
+    """What earlier children measured for `t` and for its family, for the rationale's lessons."""
+    mine = [tr for tr in history if t.name in tr.names]
+    family = [tr for tr in history if any(BY_NAME[n].family == t.family for n in tr.names if n in BY_NAME)]
+    top = max((tr for tr in mine if tr.child.scored), key=lambda tr: tr.reward, default=None)
+    return {
+        "name": t.name, "family": t.family, "trials": len(mine),
+        "mean_reward": sum(tr.reward for tr in mine) / len(mine) if mine else None,
+        "failures": sum(not tr.child.scored for tr in mine),
+        "best": {"id": top.child.id, "name": top.child.name, "reward": top.reward, "labels": list(top.labels)}
+        if top else None,
+        "family_trials": len(family),
+        "family_mean": sum(tr.reward for tr in family) / len(family) if family else None,
+    }
+
+
 def _seed(*parts: object) -> int:
     return int(hashlib.sha256("/".join(map(str, parts)).encode()).hexdigest()[:12], 16)
 
@@ -123,12 +148,13 @@ class MutateProposer:
         parent_code = ctx.parent_code
         anchors = locate(parent_code)
         if anchors is None:
-            raise ProposalError(f"mutate: parent {ctx.parent.id} has no parsable `delta_rule_chunkwise` to transform")
+            raise ProposalError(f"mutate: parent {ctx.parent.id} has no parsable `delta_rule_chunkwise` to transform",
+                                kind="no_site")
         excluded = self.failed[ctx.parent.id]
         open_arms = [t for t in self.catalogue if t.name not in excluded and t.applies(parent_code, anchors)]
         if not open_arms:
             raise ProposalError(f"mutate: no transformation applies to parent {ctx.parent.id} "
-                                f"({len(excluded)} ruled out after failures)")
+                                f"({len(excluded)} ruled out after failures)", kind="no_transformation")
         seed = _seed(self.seed, ctx.parent.id, len(ctx.records), len(excluded))
         observations = [(n, tr.reward, 1.0) for tr in history for n in tr.names]
         priors = {t.name: sum(t.prior.values()) / len(TASKS) for t in self.catalogue}
@@ -165,7 +191,7 @@ class MutateProposer:
                 if new(single):
                     return chain[:1], single
         raise ProposalError(f"mutate: every applicable transformation of parent {ctx.parent.id} gives code "
-                            "that was tried before; choose another parent")
+                            "that was tried before; choose another parent", kind="exhausted")
 
     def settings(self, t: Transformation, history: list[Trial], seed: int) -> list[dict]:
         """The parameter settings of `t` in the order to try: the default first until one was measured,
@@ -182,12 +208,7 @@ class MutateProposer:
         anchors = locate(ctx.parent_code)
         parent = ctx.parent
         effects = {t.name: task_effect(t, history) for t, _ in chain}
-        predicted = {}
-        if parent.scored:
-            for task in TASKS:
-                if task in parent.scores:
-                    change = sum(e[task] for e in effects.values())
-                    predicted[task] = round(min(1.0, max(0.0, parent.scores[task].mean + change)), 4)
+        predicted = predict(parent, effects.values())
         scored = [r for r in ctx.records if r.scored]
         best = max(scored, key=lambda r: (r.mean, -r.id)) if scored else None
         transforms = []
@@ -199,20 +220,7 @@ class MutateProposer:
                 "attention": anchors.attention,
                 "effect": [{"title": TASK_TITLES[k], "value": v} for k, v in effects[t.name].items() if abs(v) >= 5e-4],
             })
-        lessons = []
-        for t, _ in chain:
-            mine = [tr for tr in history if t.name in tr.names]
-            family = [tr for tr in history if any(BY_NAME[n].family == t.family for n in tr.names if n in BY_NAME)]
-            top = max((tr for tr in mine if tr.child.scored), key=lambda tr: tr.reward, default=None)
-            lessons.append({
-                "name": t.name, "family": t.family, "trials": len(mine),
-                "mean_reward": sum(tr.reward for tr in mine) / len(mine) if mine else None,
-                "failures": sum(not tr.child.scored for tr in mine),
-                "best": {"id": top.child.id, "name": top.child.name, "reward": top.reward,
-                         "labels": list(top.labels)} if top else None,
-                "family_trials": len(family),
-                "family_mean": sum(tr.reward for tr in family) / len(family) if family else None,
-            })
+        lessons = [lesson(t, history) for t, _ in chain]
         siblings = [{"id": tr.child.id, "name": tr.child.name, "labels": list(tr.labels), "reward": tr.reward,
                      "status": tr.child.status} for tr in history if tr.parent.id == parent.id]
         values = dict(
