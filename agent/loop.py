@@ -99,10 +99,9 @@ class Search:
         with self._signals():
             try:
                 self._fingerprint_history()
-                for key, entry in sorted(self.ws.journal.pending().items()):
-                    if key.startswith("cand-"):
-                        self._note(f"resuming {entry['id']:04d} at stage {entry['stage']}")
-                        self._guarded(entry)
+                for entry in self._in_flight():
+                    self._note(f"resuming {entry['id']:04d} at stage {entry['stage']}")
+                    self._guarded(entry)
                 if self.ws.get(0).status == "pending" and not self._stop:
                     self._guarded(self._baseline_entry())
                 errors = 0
@@ -111,7 +110,9 @@ class Search:
                     if spent:
                         self._stop = f"budget spent ({spent})"
                         break
-                    errors = 0 if self._guarded(self._new_entry()) else errors + 1
+                    queued = self._in_flight()
+                    entry = queued[0] if queued else self._new_entry()
+                    errors = 0 if self._guarded(entry) else errors + 1
                     if errors >= MAX_LOOP_ERRORS:
                         raise ArcherError(f"{errors} unexpected errors in a row; see {self.ws.path}/.archer/run.log")
                     if self._proposal_failures >= MAX_PROPOSAL_FAILURES:
@@ -331,6 +332,11 @@ class Search:
             self.proposer.observe(endpoint, gain, self.proposer.cost_of(cand.usage))
 
     # -- plumbing -------------------------------------------------------------------------------
+
+    def _in_flight(self) -> list[dict]:
+        """The journal's candidate entries (work left by a stopped run, or queued repairs), by id."""
+        entries = [e for k, e in self.ws.journal.pending().items() if k.startswith("cand-")]
+        return sorted(entries, key=lambda e: e["id"])
 
     def _fingerprint_history(self) -> None:
         for cand in self.ws.records(include_reverted=True):
