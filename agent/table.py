@@ -20,7 +20,8 @@ SORT_KEYS = ("id", "mean", *TASKS)
 
 
 def row_of(cand: Candidate) -> dict:
-    row = {"id": cand.id, "name": cand.name, "mean": cand.mean, "std": cand.std, "status": cand.status,
+    row = {"id": cand.id, "name": cand.name, "mean": cand.mean,
+           "std": cand.std if cand.mean is not None else None, "status": cand.status,
            "parent": cand.parent, "proposer": cand.proposer, "profile": cand.profile}
     for task in TASKS:
         score = cand.scores.get(task)
@@ -87,7 +88,7 @@ def rich_table(df: pd.DataFrame, *, title: str | None = None) -> Table:
     """The `archer log` view of a selected frame (see `select`); the best score per task is bold."""
     table = Table(title=title, header_style="bold", pad_edge=False, box=None)
     table.add_column("id", justify="right")
-    table.add_column("name", overflow="fold", max_width=40)
+    table.add_column("name", overflow="fold")
     short = {c: "".join(w[0] for w in c.split()) if " " in c else c[:4] for c in TASK_COLUMNS}
     for c in TASK_COLUMNS:
         table.add_column(short[c], justify="right")
