@@ -64,9 +64,132 @@ def run_cmd(
         raise typer.Exit(128 + summary.signal)
 
 
+def _open(directory: Path):
+    from agent.history import Workspace
+    ws = Workspace.open(directory)
+    for fixed in ws.repairs:
+        console.print(f"[yellow]repaired:[/yellow] {fixed}", highlight=False)
+    return ws
+
+
+@app.command("init")
+def init_cmd(
+    directory: Path = typer.Argument(DEFAULT_DIR, help="the new workspace folder"),
+    config: Optional[Path] = typer.Option(None, help="start from this archer.toml instead of the defaults"),
+):
+    """Create a search workspace: a git repository with archer.toml, results.csv and the baseline as 0000."""
+    from agent.config import load_config
+    from agent.history import Workspace
+
+    ws = Workspace.init(directory, load_config(config) if config else None)
+    console.print(f"created {ws.path} with candidate 0000 baseline (pending: `archer run {directory}` "
+                  f"evaluates it first)", highlight=False)
+
+
+@app.command("log")
+def log_cmd(
+    directory: Path = typer.Argument(DEFAULT_DIR, help="the workspace"),
+    status: Optional[list[str]] = typer.Option(None, "--status", "-s", help="only these statuses (repeatable)"),
+    proposer: Optional[str] = typer.Option(None, help="only proposers starting with this (mutate, llm, replay...)"),
+    min_mean: Optional[float] = typer.Option(None, help="only candidates with at least this mean"),
+    sort: str = typer.Option("id", help="id | mean | a task (compress, memorize, 'fuzzy recall'...)"),
+    desc: Optional[bool] = typer.Option(None, "--desc/--asc", help="order (default: id ascending, scores descending)"),
+    limit: Optional[int] = typer.Option(None, "--limit", "-n", help="show at most this many rows (latest or best)"),
+):
+    """The results table in search order: per-task scores, mean, spread, difference from parent, status."""
+    from agent.review import log_view
+
+    console.print(log_view(_open(directory), status=status, proposer=proposer, min_mean=min_mean, sort=sort,
+                           descending=desc, limit=limit))
+
+
+@app.command("show")
+def show_cmd(
+    n: int = typer.Argument(..., help="the candidate id"),
+    directory: Path = typer.Option(DEFAULT_DIR, "--dir", "-d", help="the workspace"),
+    diff: bool = typer.Option(True, "--diff/--no-diff", help="show the diff against the parent"),
+    report: bool = typer.Option(True, "--report/--no-report", help="show the insight report"),
+):
+    """One candidate: its facts, scores with uncertainty against its parent, the report and the diff."""
+    from agent.review import show_view
+
+    console.print(show_view(_open(directory), n, diff=diff, report=report))
+
+
+@app.command("diff")
+def diff_cmd(
+    n: int = typer.Argument(..., help="the candidate id"),
+    m: Optional[int] = typer.Argument(None, help="compare with this candidate (default: N's parent)"),
+    directory: Path = typer.Option(DEFAULT_DIR, "--dir", "-d", help="the workspace"),
+):
+    """The unified diff of naive.py from M (default: N's parent) to N."""
+    from agent.review import diff_text
+
+    text = diff_text(_open(directory), n, m)
+    if sys.stdout.isatty():
+        from rich.syntax import Syntax
+        console.print(Syntax(text or "(identical)", "diff"))
+    else:
+        sys.stdout.write(text)
+
+
+@app.command("status")
+def status_cmd(directory: Path = typer.Argument(DEFAULT_DIR, help="the workspace")):
+    """What runs now (the loop's run.json and the journal), budgets used, and the best candidate so far."""
+    from agent.review import status_view
+
+    console.print(status_view(_open(directory)))
+
+
+@app.command("replay")
+def replay_cmd(
+    n: int = typer.Argument(..., help="the candidate to re-run"),
+    directory: Path = typer.Option(DEFAULT_DIR, "--dir", "-d", help="the workspace"),
+    seeds: Optional[str] = typer.Option(None, help="comma-separated seeds (default: N's seeds: does it reproduce?)"),
+    profile: Optional[str] = typer.Option(None, help="another profile (default: N's): does it hold?"),
+    onto: Optional[int] = typer.Option(None, help="re-apply N's change on top of this candidate (three-way merge)"),
+):
+    """Re-run candidate N (or its change onto another) and record the outcome as a new linked candidate."""
+    from agent.replay import parse_seeds, replay
+
+    ws = _open(directory)
+    with console.status(f"evaluating a replay of {n:04d}" + (f" onto {onto:04d}" if onto is not None else "")):
+        cand = replay(ws, n, seeds=parse_seeds(seeds), profile=profile, onto=onto)
+    console.print(ws.repo.head.commit.summary, highlight=False)
+    if cand.status != "ok":
+        raise typer.Exit(2)
+
+
+@app.command("revert")
+def revert_cmd(
+    n: int = typer.Argument(..., help="the candidate to revert"),
+    reason: str = typer.Option(..., "--reason", "-r", help="why (kept in the history)"),
+    directory: Path = typer.Option(DEFAULT_DIR, "--dir", "-d", help="the workspace"),
+):
+    """Undo candidate N with a git revert: it leaves the table and the pool of parents; history keeps both."""
+    ws = _open(directory)
+    ws.revert(n, reason)
+    console.print(ws.repo.head.commit.summary, highlight=False)
+
+
+@app.command("import")
+def import_cmd(
+    logs: list[Path] = typer.Argument(..., help="log files of the earlier pipeline"),
+    into: Path = typer.Option(..., "--into", help="the new workspace folder"),
+):
+    """Read the earlier pipeline's logs (results tables, insights, names) into a new workspace."""
+    from agent.legacy import import_logs
+
+    ws, plan = import_logs(logs, into)
+    for problem in plan.problems:
+        console.print(f"[yellow]could not read:[/yellow] {problem}", highlight=False)
+    console.print(f"imported {len(ws.ids())} candidates and {len(plan.references)} reference models into {into}",
+                  highlight=False)
+
+
 def main() -> None:
     try:
         app()
     except ArcherError as e:
-        console.print(f"[red]error:[/red] {e}", highlight=False)
+        console.print(f"[red]error:[/red] {e}", highlight=False, soft_wrap=True)
         sys.exit(1)
