@@ -64,6 +64,46 @@ def run_cmd(
         raise typer.Exit(128 + summary.signal)
 
 
+@app.command("report")
+def report_cmd(
+    directory: Path = typer.Argument(DEFAULT_DIR, help="the workspace"),
+    out: Path = typer.Option(Path("site"), "--out", "-o", help="the site folder (created; an archer site is updated)"),
+    serve: bool = typer.Option(False, "--serve", help="then serve the site on 127.0.0.1 until Ctrl-C"),
+    port: int = typer.Option(8000, help="port for --serve (0: any free port)"),
+):
+    """A static HTML site of the search: leaderboard, plots, lineage tree, each candidate's report, code and diff.
+
+    It opens from disk with no network (OUT/index.html); rebuilding renders only the pages that changed.
+    """
+    import shlex
+
+    from rich.progress import Progress
+
+    from agent.site import build_site, load_workspace, serve_site
+
+    entries = load_workspace(directory)
+    with Progress(console=console, transient=True) as bar:
+        task = bar.add_task("writing candidate pages", total=len(entries))
+        summary = build_site(entries, out, title=f"archer · {directory.resolve().name}", workspace=str(directory),
+                             workspace_option="" if directory == DEFAULT_DIR else f"--dir {shlex.quote(str(directory))}",
+                             progress=lambda done, total: bar.update(task, completed=done))
+    console.print(f"wrote {summary.pages} pages ({summary.bytes / 1e6:.1f} MB) to {out} in {summary.seconds:.1f} s; "
+                  f"open {(out / 'index.html').resolve()}", highlight=False, soft_wrap=True)
+    if serve:
+        try:
+            server = serve_site(out, port)
+        except OSError as e:
+            raise ArcherError(f"cannot serve on 127.0.0.1:{port}: {e.strerror or e}") from None
+        console.print(f"serving http://127.0.0.1:{server.server_address[1]}/ (Ctrl-C stops)", highlight=False,
+                      soft_wrap=True)
+        try:
+            server.serve_forever()
+        except KeyboardInterrupt:
+            pass
+        finally:
+            server.server_close()
+
+
 def _open(directory: Path):
     from agent.history import Workspace
     ws = Workspace.open(directory)

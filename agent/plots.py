@@ -37,12 +37,12 @@ class BarSeries:
     bars: list[Bar | None] = field(default_factory=list)   # one per group; None where there is no score
 
 
-def _ticks(lo: float, hi: float, n: int = 5) -> list[float]:
+def _ticks(lo: float, hi: float, n: int = 5, integer: bool = False) -> list[float]:
     if hi <= lo:
         return [lo]
-    raw = (hi - lo) / n
+    raw = max((hi - lo) / n, 1.0) if integer else (hi - lo) / n
     mag = 10 ** math.floor(math.log10(raw))
-    step = next(m * mag for m in (1, 2, 2.5, 5, 10) if m * mag >= raw)
+    step = next(m * mag for m in ((1, 2, 5, 10) if integer else (1, 2, 2.5, 5, 10)) if m * mag >= raw)
     first = math.ceil(lo / step - 1e-9) * step
     out, t = [], first
     while t <= hi + 1e-9 * step:
@@ -78,14 +78,15 @@ class Frame:
         y = min(max(y, self.y0), self.y1)
         return round(TOP + (1 - (y - self.y0) / (self.y1 - self.y0)) * self.ph, 1)
 
-    def axes(self, title: str, x_label: str, y_label: str, x_ticks: bool = True) -> list[str]:
+    def axes(self, title: str, x_label: str, y_label: str, x_ticks: bool = True, x_whole: bool = False) -> list[str]:
+        """Background, grid, tick labels and titles; `x_whole` keeps x ticks on whole numbers (candidate ids)."""
         out = [f'<rect x="{LEFT}" y="{TOP}" width="{self.pw}" height="{self.ph}" class="pl-bg"/>']
         for t in _ticks(self.y0, self.y1):
             y = self.py(t)
             out.append(f'<line x1="{LEFT}" x2="{LEFT + self.pw}" y1="{y}" y2="{y}" class="pl-grid"/>'
                        f'<text x="{LEFT - 4}" y="{y + 3}" text-anchor="end">{_tick_label(t)}</text>')
         if x_ticks:
-            for t in _ticks(self.x0, self.x1, 6):
+            for t in _ticks(self.x0, self.x1, 6, integer=x_whole):
                 x = self.px(t)
                 out.append(f'<line x1="{x}" x2="{x}" y1="{TOP + self.ph}" y2="{TOP + self.ph + 4}" class="pl-axis"/>'
                            f'<text x="{x}" y="{TOP + self.ph + 15}" text-anchor="middle">{_tick_label(t)}</text>')
@@ -155,7 +156,7 @@ def search_progress(title: str, xs: list[float], ys: list[float], marks: list[Ma
         return _empty(title, "no scored candidates yet")
     lo, hi = _score_range(ys + ([baseline] if baseline is not None else []))
     f = Frame((min(xs), max(xs)), (lo, hi))
-    parts = f.axes(title, "candidate id", "score")
+    parts = f.axes(title, "candidate id", "score", x_whole=True)
     note = ""
     if len(xs) <= MAX_POINTS:
         parts.append(_dots(f, xs, ys, color))
@@ -254,7 +255,7 @@ def per_candidate(title: str, xs: list[float], ys: list[float], unit: str, total
     if not xs or max(ys, default=0.0) <= 0:
         return _empty(title, f"nothing recorded ({unit})")
     f = Frame((min(xs), max(xs)), (0.0, max(ys) * 1.05))
-    parts = f.axes(f"{title} · total {total}", "candidate id", unit)
+    parts = f.axes(f"{title} · total {total}", "candidate id", unit, x_whole=True)
     if len(xs) <= MAX_POINTS:
         parts.append(_dots(f, xs, ys, color))
     else:

@@ -379,8 +379,8 @@ def build_site(entries: list[SiteEntry], out: Path, *, title: str = "archer sear
         return env.get_template(template).render({**common, **kw})
 
     w = _Writer(out)
-    rows = [_row(s, e) for e in sorted(s.entries, key=lambda e: (e.record.mean is None, -(e.record.mean or 0),
-                                                                   e.record.id))]
+    rows = [_row(s, e) for e in sorted(s.entries, key=lambda e: (e.reverted is not None, e.record.mean is None,
+                                                                   -(e.record.mean or 0), e.record.id))]
     counts: dict[str, int] = {}
     for e in s.entries:
         key = "reverted" if e.reverted is not None else e.record.status
