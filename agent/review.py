@@ -149,19 +149,27 @@ def _since(stamp: str) -> str:
     return f"{stamp} ({minutes // 60} h {minutes % 60} min ago)"
 
 
+def _candidate_of(cand) -> str:
+    if isinstance(cand, dict) and isinstance(cand.get("id"), int):
+        return f", candidate {cand['id']:04d} {cand.get('name') or ''}".rstrip()
+    return f", candidate {cand}" if cand is not None else ""
+
+
 def status_view(ws: Workspace) -> Group:
     lines: list = []
     state = run_state(ws)
     if state is None:
         lines.append(Text("not running (no .archer/run.json)"))
+    elif state.get("stopped"):
+        lines.append(Text(f"not running: the last run (pid {state.get('pid')}, started {state.get('started_at')}) "
+                          f"stopped: {state['stopped']}"))
     elif state["alive"]:
-        cand = state.get("candidate")
         lines.append(Text(f"running: pid {state.get('pid')}, since {_since(state.get('started_at'))}, "
-                          f"stage {state.get('stage', '?')}" + (f", candidate {cand}" if cand is not None else ""),
-                          style="green"))
+                          f"stage {state.get('stage', '?')}{_candidate_of(state.get('candidate'))}", style="green"))
     else:
-        lines.append(Text(f"not running (the last run, pid {state.get('pid')}, stopped at stage "
-                          f"{state.get('stage', '?')}; `archer run` resumes it)", style="yellow"))
+        lines.append(Text(f"not running: the last run (pid {state.get('pid')}) died at stage "
+                          f"{state.get('stage', '?')}{_candidate_of(state.get('candidate'))}; "
+                          "`archer run` resumes it", style="yellow"))
     pending = ws.journal.pending()
     if pending:
         work = Table("work in flight (journal)", "stage", "candidate", box=None, header_style="bold", pad_edge=False)
@@ -174,7 +182,7 @@ def status_view(ws: Workspace) -> Group:
     counts = df["status"].value_counts().to_dict()
     lines.append(Text(f"{len(df)} candidates: " + ", ".join(f"{v} {k}" for k, v in sorted(counts.items()))
                       + (f"; {len(ws.reverted())} reverted" if ws.reverted() else "")))
-    lines.append(budget_table(ws, len(df)))
+    lines.append(budget_table(ws, len(df), (state or {}).get("budget")))
     best = ws.best()
     if best is not None:
         base = ws.get(0)
@@ -186,19 +194,24 @@ def status_view(ws: Workspace) -> Group:
     return Group(*lines)
 
 
-def budget_table(ws: Workspace, count: int) -> Table:
-    """Budgets of archer.toml [budget] against what the records used (LLM usage summed over candidates)."""
+def budget_table(ws: Workspace, count: int, run: dict | None = None) -> Table:
+    """Budgets: the whole search (LLM usage summed over the records), the current run (run.json), the limits."""
     calls = tokens = 0
     cost = 0.0
     for cand in ws.records(include_reverted=True):
         calls += cand.usage.calls
         tokens += cand.usage.prompt_tokens + cand.usage.completion_tokens
         cost += cand.usage.cost_usd
-    b = ws.config.budget
-    out = Table("budget", "used", "limit", box=None, header_style="bold", pad_edge=False)
-    out.add_row("candidates", str(max(count - 1, 0)), str(b.candidates) if b.candidates is not None else "-")
-    out.add_row("LLM calls", str(calls), "-")
-    out.add_row("tokens", f"{tokens:,}", f"{b.tokens:,}" if b.tokens is not None else "-")
-    out.add_row("cost (USD)", f"{cost:.4f}", f"{b.cost_usd:.2f}" if b.cost_usd is not None else "-")
-    out.add_row("wall hours", "-", f"{b.wall_hours:g}" if b.wall_hours is not None else "-")
+    run = run if isinstance(run, dict) else {}
+    limits = run.get("limits") or ws.config.budget.model_dump()
+
+    def cell(value, fmt: str = "{}") -> str:
+        return "-" if value is None else fmt.format(value)
+
+    out = Table("budget", "whole search", "this run", "limit", box=None, header_style="bold", pad_edge=False)
+    out.add_row("candidates", str(max(count - 1, 0)), cell(run.get("candidates")), cell(limits.get("candidates")))
+    out.add_row("LLM calls", str(calls), cell(run.get("calls")), "-")
+    out.add_row("tokens", f"{tokens:,}", cell(run.get("tokens"), "{:,}"), cell(limits.get("tokens"), "{:,}"))
+    out.add_row("cost (USD)", f"{cost:.4f}", cell(run.get("cost_usd"), "{:.4f}"), cell(limits.get("cost_usd"), "{:.2f}"))
+    out.add_row("wall hours", "-", cell(run.get("hours"), "{:.2f}"), cell(limits.get("wall_hours"), "{:g}"))
     return out

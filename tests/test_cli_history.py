@@ -99,12 +99,19 @@ def test_diff_defaults_to_the_parent_and_takes_another_candidate(ws):
 def test_status_shows_the_running_loop_the_journal_budgets_and_the_best(ws):
     assert "not running" in invoke("status", ws.path).output
     (ws.path / ".archer" / "run.json").write_text(json.dumps(
-        {"pid": os.getpid(), "started_at": "2026-01-01T00:00:00+00:00", "stage": "evaluate", "candidate": 4}))
+        {"pid": os.getpid(), "started_at": "2026-01-01T00:00:00+00:00", "stage": "evaluate",
+         "candidate": {"id": 4, "name": "next_idea", "parent": 1}, "stopped": None,
+         "budget": {"candidates": 3, "calls": 7, "tokens": 12345, "cost_usd": 0.5, "hours": 1.5,
+                    "limits": {"candidates": 10, "tokens": None, "cost_usd": 2.0, "wall_hours": None}}}))
     ws.journal.put("proposal-0004", {"id": 4, "name": "next_idea", "stage": "evaluate"})
     out = invoke("status", ws.path).output
-    assert f"running: pid {os.getpid()}" in out and "stage evaluate" in out
+    assert f"running: pid {os.getpid()}" in out and "stage evaluate, candidate 0004 next_idea" in out
+    assert "12,345" in out and "2.00" in out
     assert "proposal-0004" in out and "0004 next_idea" in out
     assert "best so far: 0001 tanh_on_error" in out and "4 candidates" in out and "1 rejected" in out
+    state = json.loads((ws.path / ".archer" / "run.json").read_text())
+    (ws.path / ".archer" / "run.json").write_text(json.dumps({**state, "stopped": "budget: 10 candidates"}))
+    assert "stopped: budget: 10 candidates" in invoke("status", ws.path).output
 
 
 def test_replay_records_a_linked_candidate(ws, monkeypatch):
