@@ -1,0 +1,339 @@
+"""MAD's training protocol for groups of runs that share shapes, trained together as one job.
+
+A run is (setting, seed, lr, weight decay). Runs of one group are the members of one MADModel: per-member
+AdamW (betas 0.9/0.999, eps 1e-8, decay on all parameters, constant lr as mad-lab's released code
+trains), batch 128, at most 200 epochs, per-member early stopping on a validation split (>= 0.999, or no
+gain for `patience` epochs) with the best-validation checkpoint kept in memory and scored on the test
+set. On CUDA the whole step is captured in a CUDA graph, with eager fallback. Tested by tests/test_train.py.
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+
+import torch
+
+from sandbox import metrics, tasks
+from sandbox.model import CHUNK, MADModel
+
+STOP_ACCURACY = 0.999           # mad-lab's early-stopping threshold
+GRAPH_WARMUP_STEPS = 3          # eager steps on a side stream before capture (they are real steps)
+MAX_GROUP_TOKENS = 2 ** 21      # members x batch x length of one group's training step (memory bound)
+MAX_EVAL_TOKENS = 2 ** 22
+
+
+@dataclass(frozen=True)
+class Run:
+    setting: tasks.Setting
+    seed: int
+    lr: float
+    weight_decay: float
+
+    @property
+    def label(self) -> str:
+        return f"{self.setting.task}/{self.setting.name} seed={self.seed} lr={self.lr:g} wd={self.weight_decay:g}"
+
+
+@dataclass
+class Outcome:
+    run: Run
+    accuracy: float             # macro accuracy on the test set, best-validation checkpoint
+    token_accuracy: float
+    valid_accuracy: float       # the best validation accuracy (what chose the checkpoint)
+    steps: int
+    best_step: int
+    seconds: float
+
+
+@dataclass
+class Execution:
+    """How the groups actually ran: filled in as they run, reported in the result JSON."""
+    device: str
+    batched: bool
+    cuda_graphs: bool
+    fallback_reason: str = ""
+    groups: list[dict] = field(default_factory=list)
+    timings: dict[str, float] = field(default_factory=lambda: {"data_s": 0.0, "capture_s": 0.0,
+                                                               "train_s": 0.0, "eval_s": 0.0})
+
+
+class NonFiniteLoss(RuntimeError):
+    pass
+
+
+@dataclass(frozen=True)
+class Budget:
+    """The protocol knobs a profile sets."""
+    batch_size: int = 128
+    max_epochs: int = 200
+    max_steps: int | None = None   # a cap on optimiser steps per run (cheap profiles only)
+    patience: int = 20
+    valid_size: int = 1280
+    test_size: int | None = None   # None: the setting's num_test_examples
+    eval_batch: int = 256
+
+
+def is_autoencoder(setting: tasks.Setting) -> bool:
+    return setting.task == "compress"
+
+
+def group_key(run: Run) -> tuple:
+    """Runs with equal keys train together: same read-out, same padded length, same training-set size."""
+    length = tasks.input_length(run.setting)
+    if not is_autoencoder(run.setting):
+        length = math.ceil(length / CHUNK) * CHUNK   # causal model: padding at the end is exact
+    return (is_autoencoder(run.setting), length, run.setting.num_train_examples)
+
+
+def plan_groups(runs: list[Run], *, batched: bool, batch_size: int = 128,
+                max_tokens: int = MAX_GROUP_TOKENS) -> list[list[Run]]:
+    """Split runs into groups of shared shapes (each run alone when not batched), longest first."""
+    if not batched:
+        return [[r] for r in runs]
+    by_key: dict[tuple, list[Run]] = {}
+    for r in runs:
+        by_key.setdefault(group_key(r), []).append(r)
+    groups = []
+    for key, members in by_key.items():
+        per_group = max(1, max_tokens // (batch_size * key[1]))
+        groups += [members[i:i + per_group] for i in range(0, len(members), per_group)]
+    return sorted(groups, key=lambda g: -group_key(g[0])[1] * group_key(g[0])[2])
+
+
+class MemberAdamW:
+    """torch.optim.AdamW's update over a flat [G, P] buffer with per-member lr and weight decay [G].
+
+    All state lives on the device (the step count too), so the update can be captured in a CUDA graph.
+    """
+
+    def __init__(self, flat, grad, lr, weight_decay, betas=(0.9, 0.999), eps=1e-8):
+        self.flat, self.grad = flat, grad
+        dev = flat.device
+        self.lr = torch.as_tensor(lr, dtype=flat.dtype, device=dev).view(-1, 1).clone()
+        self.wd = torch.as_tensor(weight_decay, dtype=flat.dtype, device=dev).view(-1, 1).clone()
+        self.active = torch.ones_like(self.lr)
+        self.b1, self.b2, self.eps = betas[0], betas[1], eps
+        self.m = torch.zeros_like(flat)
+        self.v = torch.zeros_like(flat)
+        self.t = torch.zeros((), dtype=flat.dtype, device=dev)
+
+    @torch.no_grad()
+    def step(self) -> None:
+        self.t += 1
+        lr = self.lr * self.active
+        bc1 = 1 - torch.pow(self.b1, self.t)
+        bc2_sqrt = (1 - torch.pow(self.b2, self.t)).sqrt()
+        self.flat.mul_(1 - lr * self.wd)
+        self.m.lerp_(self.grad, 1 - self.b1)
+        self.v.mul_(self.b2).addcmul_(self.grad, self.grad, value=1 - self.b2)
+        denom = (self.v.sqrt() / bc2_sqrt).add_(self.eps)
+        self.flat.sub_((lr / bc1) * self.m / denom)
+
+
+def _stack_padded(parts: list[torch.Tensor], length: int, fill: int) -> torch.Tensor:
+    out = torch.full((len(parts), parts[0].shape[0], length), fill, dtype=torch.long)
+    for g, t in enumerate(parts):
+        out[g, :, :t.shape[1]] = t
+    return out
+
+
+class GroupTrainer:
+    """Trains the members of one group to completion and scores their best checkpoints on the test set."""
+
+    def __init__(self, runs: list[Run], model: str, core, budget: Budget, device: torch.device,
+                 execution: Execution, log=print):
+        self.runs, self.budget, self.device, self.execution, self.log = runs, budget, device, execution, log
+        self.G = len(runs)
+        self.graphs = execution.cuda_graphs and device.type == "cuda"
+        t0 = time.monotonic()
+        self.length = group_key(runs[0])[1]
+        self.train = self._data("train", runs[0].setting.num_train_examples)
+        self.valid = self._data("valid", budget.valid_size)
+        self.test = self._data("test", budget.test_size or runs[0].setting.num_test_examples)
+        execution.timings["data_s"] += time.monotonic() - t0
+        self.model = MADModel(model, [tasks.num_classes(r.setting) for r in runs], [r.seed for r in runs],
+                              autoencoder=is_autoencoder(runs[0].setting), core=core, device=device)
+        bank = self.model.bank
+        self.opt = MemberAdamW(bank.flat, bank.grad, [r.lr for r in runs], [r.weight_decay for r in runs])
+        B = budget.batch_size
+        self.x_buf = torch.zeros(self.G, B, self.length, dtype=torch.long, device=device)
+        self.y_buf = torch.full_like(self.x_buf, tasks.IGNORE)
+        self.loss_acc = torch.zeros(self.G, device=device)
+        self.eval_batch = max(1, min(budget.eval_batch, MAX_EVAL_TOKENS // (self.G * self.length)))
+        self.ex_buf = torch.zeros(self.G, self.eval_batch, self.length, dtype=torch.long, device=device)
+        self.ey_buf = torch.full_like(self.ex_buf, tasks.IGNORE)
+        self.counts = metrics.new_counts(self.G, self.model.vocab, device)
+        self.shufflers = [torch.Generator().manual_seed(10_000 + r.seed) for r in runs]
+        self._train_graph = self._eval_graph = None
+        self._train_warm = self._eval_warm = 0
+        self._side = torch.cuda.Stream(device) if self.graphs else None
+
+    def _data(self, split: str, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+        xs, ys = zip(*(tasks.generate(r.setting, split, n, r.seed) for r in self.runs))
+        x = _stack_padded(list(xs), self.length, 0)
+        y = _stack_padded(list(ys), self.length, tasks.IGNORE)
+        return x.to(self.device), y.to(self.device)
+
+    def _fallback(self, err: BaseException) -> None:
+        reason = f"{type(err).__name__}: {str(err).strip().splitlines()[0] if str(err).strip() else ''}"[:300]
+        self.log(f"cuda graph capture failed, continuing eager: {reason}")
+        self.graphs = False
+        self.execution.cuda_graphs = False
+        self.execution.fallback_reason = reason
+        torch.cuda.synchronize(self.device)
+
+    def _train_body(self) -> None:
+        self.model.bank.grad.zero_()
+        losses = self.model.losses(self.x_buf, self.y_buf)
+        losses.sum().backward()
+        self.loss_acc += losses.detach()
+        self.opt.step()
+
+    def _eval_body(self) -> None:
+        with torch.no_grad():
+            preds = self.model(self.ex_buf).argmax(-1)
+            metrics.add_counts(self.counts, preds, self.ey_buf)
+
+    def _replay(self, kind: str) -> None:
+        """Run one train or eval step: eager, warm-up on the side stream, capture, or graph replay."""
+        body = self._train_body if kind == "train" else self._eval_body
+        if not self.graphs:
+            return body()
+        graph = self._train_graph if kind == "train" else self._eval_graph
+        if graph is not None:
+            return graph.replay()
+        warm = self._train_warm if kind == "train" else self._eval_warm
+        if warm < GRAPH_WARMUP_STEPS:
+            self._side.wait_stream(torch.cuda.current_stream(self.device))
+            with torch.cuda.stream(self._side):
+                body()
+            torch.cuda.current_stream(self.device).wait_stream(self._side)
+            if kind == "train":
+                self._train_warm += 1
+            else:
+                self._eval_warm += 1
+            return
+        t0 = time.monotonic()
+        graph = torch.cuda.CUDAGraph()
+        try:
+            with torch.cuda.graph(graph):
+                body()
+        except Exception as err:  # capture refused (host sync, data-dependent control flow): run eager
+            self._fallback(err)
+            return body()
+        self.execution.timings["capture_s"] += time.monotonic() - t0
+        if kind == "train":
+            self._train_graph = graph
+        else:
+            self._eval_graph = graph
+        graph.replay()
+
+    def _epoch_batches(self, N: int, B: int) -> tuple[torch.Tensor, torch.Tensor]:
+        spe = math.ceil(N / B)
+        idx = torch.zeros(self.G, spe * B, dtype=torch.long)
+        keep = torch.zeros(self.G, spe * B, dtype=torch.bool)
+        for g, gen in enumerate(self.shufflers):
+            idx[g, :N] = torch.randperm(N, generator=gen) + g * N
+            keep[g, :N] = True
+        idx = idx.view(self.G, spe, B).transpose(0, 1).contiguous()
+        keep = keep.view(self.G, spe, B).transpose(0, 1).contiguous()
+        return idx.to(self.device), keep.to(self.device)
+
+    def evaluate(self, data: tuple[torch.Tensor, torch.Tensor]) -> tuple[list[float], list[float]]:
+        """Macro and token accuracy per member over the whole split (one host sync at the end)."""
+        x, y = data
+        n, Be = x.shape[1], self.eval_batch
+        self.counts.zero_()
+        for i in range(0, n, Be):
+            xb, yb = x[:, i:i + Be], y[:, i:i + Be]
+            self.ex_buf[:, :xb.shape[1]].copy_(xb)
+            self.ey_buf.fill_(tasks.IGNORE)
+            self.ey_buf[:, :yb.shape[1]].copy_(yb)
+            self._replay("eval")
+        return (metrics.macro_accuracy(self.counts).tolist(), metrics.token_accuracy(self.counts).tolist())
+
+    def fit(self) -> list[Outcome]:
+        b, G = self.budget, self.G
+        N, B = self.train[0].shape[1], b.batch_size
+        spe = math.ceil(N / B)
+        max_epochs = b.max_epochs if b.max_steps is None else max(1, min(b.max_epochs, b.max_steps // spe))
+        x_flat, y_flat = self.train[0].view(G * N, -1), self.train[1].view(G * N, -1)
+        active = [True] * G
+        best = [-1.0] * G
+        best_epoch, last_epoch, since = [0] * G, [0] * G, [0] * G
+        best_flat = self.model.bank.flat.detach().clone()
+        t_start = time.monotonic()
+        eval_s = 0.0
+        for epoch in range(max_epochs):
+            idx, keep = self._epoch_batches(N, B)
+            for s in range(spe):
+                self.x_buf.copy_(x_flat[idx[s]])
+                self.y_buf.copy_(y_flat[idx[s]].masked_fill(~keep[s][..., None], tasks.IGNORE))
+                self._replay("train")
+            t_eval = time.monotonic()
+            acc, _ = self.evaluate(self.valid)
+            eval_s += time.monotonic() - t_eval
+            losses = (self.loss_acc / spe).tolist()
+            self.loss_acc.zero_()
+            improved = []
+            for g in range(G):
+                if not active[g]:
+                    improved.append(False)
+                    continue
+                if not math.isfinite(losses[g]):
+                    raise NonFiniteLoss(f"non-finite training loss in {self.runs[g].label} at epoch {epoch + 1}")
+                last_epoch[g] = epoch + 1
+                better = acc[g] > best[g]
+                improved.append(better)
+                if better:
+                    best[g], best_epoch[g], since[g] = acc[g], epoch + 1, 0
+                else:
+                    since[g] += 1
+                if best[g] >= STOP_ACCURACY or since[g] >= b.patience:
+                    active[g] = False
+            if any(improved):
+                mask = torch.tensor(improved, device=self.device)[:, None]
+                best_flat = torch.where(mask, self.model.bank.flat, best_flat)
+            self.opt.active.copy_(torch.tensor(active, dtype=torch.float32).view(G, 1))
+            self.log(f"  epoch {epoch + 1} step {(epoch + 1) * spe} loss "
+                     + " ".join(f"{v:.3f}" for v in losses) + " | val " + " ".join(f"{a:.3f}" for a in acc)
+                     + f" | active {sum(active)}/{G}")
+            if not any(active):
+                break
+        train_s = time.monotonic() - t_start
+        self.execution.timings["train_s"] += train_s - eval_s
+        self.execution.timings["eval_s"] += eval_s
+        with torch.no_grad():
+            self.model.bank.flat.copy_(best_flat)
+        t_test = time.monotonic()
+        test_acc, test_tok = self.evaluate(self.test)
+        self.execution.timings["eval_s"] += time.monotonic() - t_test
+        seconds = (time.monotonic() - t_start) / G
+        return [Outcome(r, test_acc[g], test_tok[g], best[g], last_epoch[g] * spe, best_epoch[g] * spe, seconds)
+                for g, r in enumerate(self.runs)]
+
+
+def train_runs(runs: list[Run], model: str, core, budget: Budget, device: torch.device, *,
+               batched: bool = True, cuda_graphs: bool = True, log=print) -> tuple[list[Outcome], Execution]:
+    """Train every run (grouped when batched) and return one Outcome per run, in the order given."""
+    execution = Execution(device=str(device), batched=batched, cuda_graphs=cuda_graphs and device.type == "cuda")
+    if device.type == "cuda":
+        torch.set_float32_matmul_precision("high")     # mad-lab's setting: TF32 matmuls
+    outcomes: dict[int, Outcome] = {}
+    position = {id(r): i for i, r in enumerate(runs)}
+    groups = plan_groups(runs, batched=batched, batch_size=budget.batch_size)
+    for n, group in enumerate(groups, 1):
+        t0 = time.monotonic()
+        log(f"group {n}/{len(groups)}: {len(group)} member(s), length {group_key(group[0])[1]}: "
+            + "; ".join(r.label for r in group))
+        trainer = GroupTrainer(group, model, core, budget, device, execution, log=log)
+        for o in trainer.fit():
+            outcomes[position[id(o.run)]] = o
+            log(f"  {o.run.label}: test acc {o.accuracy:.4f} (token {o.token_accuracy:.4f}), best val "
+                f"{o.valid_accuracy:.4f} at step {o.best_step}/{o.steps}")
+        execution.groups.append({"members": len(group), "length": group_key(group[0])[1],
+                                 "train_examples": group[0].setting.num_train_examples,
+                                 "seconds": round(time.monotonic() - t0, 3)})
+        del trainer
+    return [outcomes[i] for i in range(len(runs))], execution

@@ -1,0 +1,224 @@
+"""The worker's evaluation: harden, check, load the candidate, train a profile's runs, write one result.
+
+`python -m sandbox eval --candidate FILE --profile NAME --seeds 0,1,2 --model M --device D --out F`
+(or `--result-fd N`, the pipe sandbox/isolation.py reads). Every failure becomes a result with a
+status; the result is written only after the candidate has run. Tested by tests/test_worker.py.
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import platform
+import socket
+import statistics
+import sys
+import time
+import traceback
+from pathlib import Path
+
+import torch
+
+from sandbox import guard
+from sandbox.dynamic_checks import is_out_of_memory, run_dynamic_checks
+from sandbox.profiles import PROFILES, get_profile
+from sandbox.result import MODELS, TASKS, failure
+from sandbox.static_checks import check_static
+from sandbox.train import NonFiniteLoss, Outcome, train_runs
+
+LOG_TAIL_CHARS = 4000
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(prog="python -m sandbox", description=__doc__.splitlines()[0])
+    sub = ap.add_subparsers(dest="command", required=True)
+    ev = sub.add_parser("eval", help="score one candidate on a profile and write the result JSON")
+    ev.add_argument("--candidate", required=True, help="the naive.py to score (ignored for reference models)")
+    ev.add_argument("--profile", default="smoke", choices=sorted(PROFILES))
+    ev.add_argument("--seeds", default=None, help="comma-separated seeds (default: the profile's)")
+    ev.add_argument("--model", default="delta_net", choices=MODELS)
+    ev.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    ev.add_argument("--out", default=None, help="write the result JSON to this file")
+    ev.add_argument("--result-fd", type=int, default=None, help="write the result JSON to this open descriptor")
+    ev.add_argument("--mode", default="batched", choices=("batched", "sequential"),
+                    help="batched: runs sharing shapes train together; sequential: one run at a time")
+    ev.add_argument("--no-graphs", action="store_true", help="plain eager steps on CUDA (for benchmarks)")
+    ev.add_argument("--tasks", default=None, help="comma-separated subset of the profile's tasks")
+    ev.add_argument("--checks-only", action="store_true",
+                    help="run the static and dynamic checks and stop: status ok with no scores when they pass")
+    return ap.parse_args(argv)
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("--device cuda but torch sees no CUDA device")
+    return torch.device(name)
+
+
+def environment(device: torch.device) -> dict[str, str]:
+    """Collected before hardening (the hostname needs a socket call)."""
+    env = {"python": platform.python_version(), "torch": torch.__version__, "cuda": torch.version.cuda or "",
+           "gpu": "", "hostname": socket.gethostname()}
+    if device.type == "cuda":
+        env["gpu"] = torch.cuda.get_device_name(device)
+    return env
+
+
+def summarize(outcomes: list[Outcome], seeds: list[int]) -> dict:
+    """Per setting and seed keep the (lr, wd) run with the best validation accuracy; per task average."""
+    chosen: dict[tuple, Outcome] = {}
+    for o in outcomes:
+        key = (o.run.setting.task, o.run.setting.name, o.run.seed)
+        if key not in chosen or o.valid_accuracy > chosen[key].valid_accuracy:
+            chosen[key] = o
+    scores, tokens, per_seed_mean = {}, {}, {s: [] for s in seeds}
+    for task in TASKS:
+        acc, tok = [], []
+        for seed in seeds:
+            picks = [o for (t, _, s), o in chosen.items() if t == task and s == seed]
+            if not picks:
+                break
+            acc.append(statistics.fmean(o.accuracy for o in picks))
+            tok.append(statistics.fmean(o.token_accuracy for o in picks))
+        if len(acc) != len(seeds):
+            continue
+        scores[task], tokens[task] = score(acc), score(tok)
+        for seed, a in zip(seeds, acc):
+            per_seed_mean[seed].append(a)
+    overall = [statistics.fmean(v) for v in per_seed_mean.values() if v]
+    settings = [{"task": o.run.setting.task, "setting": o.run.setting.name, "seed": o.run.seed, "lr": o.run.lr,
+                 "weight_decay": o.run.weight_decay, "accuracy": o.accuracy, "token_accuracy": o.token_accuracy,
+                 "valid_accuracy": o.valid_accuracy, "steps": o.steps, "best_step": o.best_step,
+                 "seconds": round(o.seconds, 3)} for o in outcomes]
+    return {"scores": scores, "token_accuracy": tokens, "mean": statistics.fmean(overall) if overall else 0.0,
+            "std": statistics.stdev(overall) if len(overall) > 1 else 0.0, "settings": settings}
+
+
+def score(values: list[float]) -> dict:
+    return {"mean": statistics.fmean(values), "std": statistics.stdev(values) if len(values) > 1 else 0.0,
+            "per_seed": list(values)}
+
+
+class LogTail:
+    """Progress lines go to stdout (the isolation layer keeps the file) and the last few into the result."""
+
+    def __init__(self):
+        self.lines: list[str] = []
+
+    def __call__(self, line: str) -> None:
+        print(line, flush=True)
+        self.lines.append(line)
+        if len(self.lines) > 200:
+            del self.lines[:100]
+
+    def tail(self) -> str:
+        return "\n".join(self.lines)[-LOG_TAIL_CHARS:]
+
+
+def evaluate(args: argparse.Namespace, device: torch.device, log: LogTail) -> dict:
+    """Everything after the arguments are parsed; raises only for the statuses main() maps."""
+    t0 = time.monotonic()
+    profile = get_profile(args.profile)
+    seeds = [int(s) for s in args.seeds.split(",")] if args.seeds else list(profile.seeds)
+    path = Path(args.candidate)
+    code = path.read_text() if args.model == "delta_net" else ""
+    base = {"model": args.model, "profile": profile.name, "seeds": seeds,
+            "candidate_sha256": hashlib.sha256(code.encode()).hexdigest() if code else ""}
+    guard.harden_process()
+    checks, core = [], None
+    t_checks = time.monotonic()
+    if args.model == "delta_net":
+        for c in check_static(code):
+            checks.append(c.as_dict())
+            if not c.passed:
+                return failure("invalid", c.reason, c.message, checks=checks, **base,
+                               timings={"checks_s": time.monotonic() - t_checks})
+        try:
+            core = guard.load_candidate(path)
+        except Exception as e:
+            first = (str(e).strip().splitlines() or [""])[0][:300]
+            checks.append({"name": "load", "passed": False, "reason": "load",
+                           "message": f"load: importing the candidate raised {type(e).__name__}: {first}",
+                           "seconds": 0.0})
+            return failure("invalid", "load", checks[-1]["message"], checks=checks, **base,
+                           timings={"checks_s": time.monotonic() - t_checks})
+        for finding in run_dynamic_checks(core, device.type):
+            checks.append(finding)
+            log(f"check {finding['name']}: {'ok' if finding['passed'] else finding['message']}")
+            if not finding["passed"]:
+                return failure("invalid", finding["reason"], finding["message"], checks=checks, **base,
+                               timings={"checks_s": time.monotonic() - t_checks})
+    elif args.model == "gated_delta_net":
+        from sandbox.gated import gated_delta_rule_chunkwise as core
+    checks_s = time.monotonic() - t_checks
+    if args.checks_only:
+        log(f"checks only: all {len(checks)} passed")
+        return {"status": "ok", "reason": "", "message": "", **base, "scores": {}, "token_accuracy": {},
+                "mean": 0.0, "std": 0.0, "settings": [], "checks": checks,
+                "timings": {"total_s": round(time.monotonic() - t0, 3), "checks_s": round(checks_s, 3)},
+                "execution": {"device": device.type, "checks_only": True}, "environment": {}, "log_tail": ""}
+    runs = profile.runs(seeds)
+    if args.tasks:
+        wanted = set(args.tasks.split(","))
+        runs = [r for r in runs if r.setting.task in wanted]
+    log(f"training {len(runs)} run(s) of profile {profile.name} ({args.model}, {args.mode}, "
+        f"{'eager' if args.no_graphs else 'cuda graphs where possible'}) on {device}")
+    outcomes, execution = train_runs(runs, args.model, core, profile.budget(), device,
+                                     batched=args.mode == "batched", cuda_graphs=not args.no_graphs, log=log)
+    summary = summarize(outcomes, seeds)
+    for name in execution.timings:
+        execution.timings[name] = round(execution.timings[name], 3)
+    result = {"status": "ok", "reason": "", "message": "", **base, **summary, "checks": checks,
+              "timings": {"total_s": round(time.monotonic() - t0, 3), "checks_s": round(checks_s, 3),
+                          **execution.timings},
+              "execution": {"device": execution.device, "mode": args.mode, "batched": execution.batched,
+                            "cuda_graphs": execution.cuda_graphs, "fallback_reason": execution.fallback_reason,
+                            "matmul_precision": torch.get_float32_matmul_precision(),
+                            "groups": execution.groups, "runs": len(runs)}}
+    log(f"done: mean {result['mean']:.4f} over {len(summary['scores'])} task(s) in {result['timings']['total_s']:.1f} s")
+    return result
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    sink = os.fdopen(args.result_fd, "w") if args.result_fd is not None else None
+    out = open(args.out, "w") if args.out else None     # opened before hardening, written at the end
+    log = LogTail()
+    t0 = time.monotonic()
+    env: dict = {}
+    try:
+        device = resolve_device(args.device)
+        env = environment(device)
+        if device.type == "cuda":
+            torch.cuda.init()
+        result = evaluate(args, device, log)
+    except NonFiniteLoss as e:
+        result = failure("nan", "non_finite_loss", str(e))
+    except Exception as e:
+        tb = traceback.format_exc()
+        log(tb)
+        if is_out_of_memory(e):
+            result = failure("oom", "out_of_memory", f"{type(e).__name__}: {str(e).splitlines()[0][:300]}")
+        else:
+            last = (str(e).strip().splitlines() or [""])[0][:300]
+            result = failure("crashed", "exception", f"{type(e).__name__}: {last}")
+    result["environment"] = env
+    result["log_tail"] = log.tail()
+    result.setdefault("timings", {}).setdefault("total_s", round(time.monotonic() - t0, 3))
+    for key in ("model", "profile"):
+        result[key] = result.get(key) or getattr(args, key)
+    if not result.get("seeds") and args.seeds:
+        result["seeds"] = [int(s) for s in args.seeds.split(",") if s.strip().lstrip("-").isdigit()]
+    text = json.dumps(result, default=float)
+    for stream in (sink, out):
+        if stream is not None:
+            stream.write(text)
+            stream.close()
+    return 0 if result["status"] == "ok" else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,83 @@
+"""The MAD model: shapes and parameter counts per mixer, exact chunk padding, G members equal G models."""
+import pytest
+import torch
+
+from sandbox.gated import gated_delta_rule_chunkwise
+from sandbox.model import CHUNK, MADModel, count_parameters
+from sandbox.naive import delta_rule_chunkwise
+from sandbox.reference import delta_rule_recurrence
+
+CORES = {"delta_net": delta_rule_chunkwise, "gated_delta_net": gated_delta_rule_chunkwise, "transformer": None}
+
+
+def recurrence_core(q, k, v, beta, chunk_size=32):
+    """The token-by-token recurrence: needs no padding, so it tells whether padding changed anything."""
+    return delta_rule_recurrence(q, k, v, beta)
+
+
+@pytest.mark.parametrize("model", list(CORES))
+@pytest.mark.parametrize("autoencoder", [False, True])
+def test_logits_have_one_row_per_position_and_member(model, autoencoder):
+    m = MADModel(model, [16, 12], [0, 1], autoencoder=autoencoder, core=CORES[model])
+    x = torch.randint(0, 12, (2, 3, 40))
+    logits = m(x)
+    assert logits.shape == (2, 3, 40, 16)
+    assert torch.isfinite(logits).all()
+    assert (logits[1, ..., 12:] < -1e8).all(), "classes beyond a member's vocabulary are masked"
+
+
+def test_parameter_counts_match_mad_and_fla_layouts():
+    assert count_parameters("transformer", 16)["non_embedding"] == 403_072      # MAD's mh-attention x2: ~403k
+    assert count_parameters("delta_net", 16)["non_embedding"] == 406_208        # 2 x 67,616 + 2 x 135,168 + 640
+    gated = count_parameters("gated_delta_net", 16)["non_embedding"]
+    assert gated - count_parameters("delta_net", 16)["non_embedding"] == 2 * (128 * 128 + 128 * 4 + 8)
+    emb = count_parameters("delta_net", 16)
+    assert emb["total"] - emb["non_embedding"] == 16 * 128 + 128 * 16 + 16
+
+
+def test_padding_to_the_chunk_size_changes_nothing():
+    """A length that is not a multiple of the chunk is padded for the candidate and cut back: exact."""
+    torch.manual_seed(0)
+    L = CHUNK + 7
+    x = torch.randint(0, 16, (1, 2, L))
+    chunked = MADModel("delta_net", [16], [3], autoencoder=False, core=delta_rule_chunkwise)
+    exact = MADModel("delta_net", [16], [3], autoencoder=False, core=recurrence_core)
+    torch.testing.assert_close(chunked(x), exact(x), rtol=1e-4, atol=1e-4)
+
+
+def test_padding_at_the_end_leaves_earlier_logits_unchanged():
+    m = MADModel("delta_net", [16], [0], autoencoder=False, core=delta_rule_chunkwise)
+    x = torch.randint(0, 16, (1, 2, 27))
+    padded = torch.cat([x, torch.zeros(1, 2, 5, dtype=torch.long)], dim=-1)
+    torch.testing.assert_close(m(padded)[:, :, :27], m(x), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("model", list(CORES))
+def test_g_members_equal_g_separate_models(model):
+    """Same seeds -> same init, same per-member loss and the same gradients as one model per member."""
+    vocabs, seeds = [16, 24], [5, 7]
+    both = MADModel(model, vocabs, seeds, autoencoder=False, core=CORES[model])
+    x = torch.stack([torch.randint(0, v, (2, 33)) for v in vocabs])
+    y = torch.stack([torch.randint(0, v, (2, 33)) for v in vocabs])
+    y[:, :, :5] = -100
+    loss = both.losses(x, y)
+    loss.sum().backward()
+    for g, (v, s) in enumerate(zip(vocabs, seeds)):
+        one = MADModel(model, [v], [s], autoencoder=False, core=CORES[model])
+        l1 = one.losses(x[g:g + 1], y[g:g + 1])
+        l1.sum().backward()
+        torch.testing.assert_close(loss[g], l1[0], rtol=1e-5, atol=1e-6)
+        for name, p in one.bank.params.items():
+            grad = both.bank[name].grad[g]
+            grad = grad[tuple(slice(0, n) for n in p.shape[1:])]
+            torch.testing.assert_close(grad, p.grad[0], rtol=1e-4, atol=1e-6, msg=name)
+
+
+def test_members_do_not_share_gradients():
+    m = MADModel("delta_net", [16, 16], [0, 1], autoencoder=True, core=delta_rule_chunkwise)
+    x = torch.randint(0, 16, (2, 2, 8))
+    y = x.clone()
+    loss = m.losses(x, y)
+    loss[0].backward()
+    assert m.bank.grad[0].abs().sum() > 0
+    assert m.bank.grad[1].abs().sum() == 0
