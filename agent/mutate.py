@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from agent.bandit import Bandit
 from agent.context import ProposalContext
 from agent.errors import ProposalError
-from agent.mutations import BY_NAME, CATALOGUE, Transformation, applied, label, locate, parse_label
+from agent.mutations import BY_NAME, CATALOGUE, UNDO, Removal, Transformation, applied, label, locate, parse_label
 from agent.prompts import render
 from agent.proposal import SECTIONS, Bilingual, Proposal
 from agent.records import TASK_TITLES, TASKS, Candidate, Usage
@@ -32,7 +32,7 @@ FAILURE_REWARD = -0.05
 # run-to-run noise of a per-task score in the calibration runs.
 PRIOR_NOISE = 0.02
 NAME_PREFIX = "delta_net_"
-Chain = list[tuple[Transformation, dict]]
+Chain = list[tuple[Transformation | Removal, dict]]
 
 
 @dataclass(frozen=True)
@@ -77,6 +77,14 @@ def task_effect(t: Transformation, history: list[Trial]) -> dict[str, float]:
     return effect
 
 
+def effect_of(t: Transformation | Removal, params: dict, history: list[Trial]) -> dict[str, float]:
+    """Expected change per task of applying `t`; removing a transformation is expected to undo its effect."""
+    if isinstance(t, Removal):
+        removed = BY_NAME.get(str(params.get("name")))
+        return {task: -v for task, v in task_effect(removed, history).items()} if removed else dict.fromkeys(TASKS, 0.0)
+    return task_effect(t, history)
+
+
 def predict(parent: Candidate, effects: Iterable[dict[str, float]]) -> dict[str, float]:
     """The parent's score per task plus the summed expected changes, clipped to [0, 1]; {} when unscored."""
     if not parent.scored:
@@ -116,12 +124,14 @@ def _row(c: Candidate | None) -> dict | None:
 class MutateProposer:
     """propose(ctx) -> (Proposal, Usage); repair() excludes the failed transformations and proposes again."""
 
-    def __init__(self, seed: int = 0, max_mutations: int = 2, catalogue: Iterable[Transformation] = CATALOGUE):
+    def __init__(self, seed: int = 0, max_mutations: int = 2, catalogue: Iterable[Transformation] = CATALOGUE,
+                 undo: bool = True):
         if max_mutations < 1:
             raise ValueError("max_mutations must be at least 1")
         self.seed = seed
         self.max_mutations = max_mutations
         self.catalogue = tuple(catalogue)
+        self.undo = undo                                           # may also remove an earlier transformation
         self.failed: dict[int, set[str]] = defaultdict(set)       # parent id -> transformations that failed
         self.failed_fingerprints: set[str] = set()
         self.notes: dict[int, list[str]] = defaultdict(list)       # parent id -> failures seen in repair
@@ -151,17 +161,18 @@ class MutateProposer:
             raise ProposalError(f"mutate: parent {ctx.parent.id} has no parsable `delta_rule_chunkwise` to transform",
                                 kind="no_site")
         excluded = self.failed[ctx.parent.id]
-        open_arms = [t for t in self.catalogue if t.name not in excluded and t.applies(parent_code, anchors)]
+        arms = [*self.catalogue, UNDO] if self.undo else list(self.catalogue)
+        open_arms = [t for t in arms if t.name not in excluded and t.applies(parent_code, anchors)]
         if not open_arms:
             raise ProposalError(f"mutate: no transformation applies to parent {ctx.parent.id} "
                                 f"({len(excluded)} ruled out after failures)", kind="no_transformation")
         seed = _seed(self.seed, ctx.parent.id, len(ctx.records), len(excluded))
         observations = [(n, tr.reward, 1.0) for tr in history for n in tr.names]
-        priors = {t.name: sum(t.prior.values()) / len(TASKS) for t in self.catalogue}
-        bandit = Bandit.from_observations([t.name for t in self.catalogue], observations, seed=seed, priors=priors,
-                                         default_noise=PRIOR_NOISE)
-        closed = {t.name for t in self.catalogue} - {t.name for t in open_arms}
-        order = [BY_NAME[n] for n in bandit.ranking(exclude=closed)]
+        priors = {t.name: sum(t.prior.values()) / len(TASKS) for t in arms}
+        bandit = Bandit.from_observations([t.name for t in arms], observations, seed=seed, priors=priors,
+                                          default_noise=PRIOR_NOISE)
+        lookup = {t.name: t for t in open_arms}
+        order = [lookup[n] for n in bandit.ranking(exclude={t.name for t in arms} - set(lookup))]
         rng = random.Random(seed)
         size = 1 if self.max_mutations == 1 or rng.random() < 0.5 else rng.randint(2, self.max_mutations)
         seen = set(ctx.existing_fingerprints) | self.failed_fingerprints | {fingerprint(parent_code)}
@@ -170,7 +181,7 @@ class MutateProposer:
             return code is not None and fingerprint(code) not in seen and first_failure(check_static(code)) is None
 
         for first in order:
-            for params in self.settings(first, history, seed):
+            for params in self.settings(first, parent_code, history, bandit, seed):
                 single = first.apply(parent_code, params)
                 if single is None:
                     continue
@@ -179,9 +190,10 @@ class MutateProposer:
                 for other in order:
                     if len(chain) >= size:
                         break
-                    if other.name == first.name:
+                    options = self.settings(other, code, history, bandit, seed, avoid={t.name for t, _ in chain})
+                    if other.name == first.name or not options:
                         continue
-                    extra_params = self.settings(other, history, seed)[0]
+                    extra_params = options[0]
                     extra = other.apply(code, extra_params)
                     if new(extra):
                         chain.append((other, extra_params))
@@ -193,9 +205,14 @@ class MutateProposer:
         raise ProposalError(f"mutate: every applicable transformation of parent {ctx.parent.id} gives code "
                             "that was tried before; choose another parent", kind="exhausted")
 
-    def settings(self, t: Transformation, history: list[Trial], seed: int) -> list[dict]:
+    def settings(self, t: Transformation | Removal, code: str, history: list[Trial], bandit: Bandit, seed: int,
+                 avoid: set[str] = frozenset()) -> list[dict]:
         """The parameter settings of `t` in the order to try: the default first until one was measured,
-        then as a bandit over the rewards of each setting ranks them."""
+        then as a bandit over the rewards of each setting ranks them. For `undo`: the transformations
+        in `code` (except those in `avoid`), the one with the lowest estimated reward first."""
+        if isinstance(t, Removal):
+            names = [n for n in UNDO.blocks(code) if n not in avoid]
+            return [{"name": n} for n in sorted(names, key=lambda n: (bandit.estimate(n) if n in bandit.stats else 0.0, n))]
         labels = [label(t.name, p) for p in t.grid]
         observations = [(lab, tr.reward, 1.0) for tr in history for lab in tr.labels if lab in labels]
         if not observations:
@@ -207,15 +224,17 @@ class MutateProposer:
         """The Proposal: a unique name, the rationale in both languages, predictions, the code."""
         anchors = locate(ctx.parent_code)
         parent = ctx.parent
-        effects = {t.name: task_effect(t, history) for t, _ in chain}
+        effects = {t.name: effect_of(t, params, history) for t, params in chain}
         predicted = predict(parent, effects.values())
         scored = [r for r in ctx.records if r.scored]
         best = max(scored, key=lambda r: (r.mean, -r.id)) if scored else None
         transforms = []
         for t, params in chain:
-            target = t.target(anchors)
+            target = t.target(ctx.parent_code, params) if isinstance(t, Removal) else t.target(anchors)
             transforms.append({
                 "name": t.name, "family": t.family, "label": label(t.name, params), "params": params,
+                "removed": params.get("name", "") if isinstance(t, Removal) else "",
+                "removed_lesson": lesson(BY_NAME[params["name"]], history) if isinstance(t, Removal) else None,
                 "line": target.line, "text": target.text, "state": anchors.state, "error": anchors.error,
                 "attention": anchors.attention,
                 "effect": [{"title": TASK_TITLES[k], "value": v} for k, v in effects[t.name].items() if abs(v) >= 5e-4],
@@ -241,7 +260,8 @@ class MutateProposer:
     @staticmethod
     def name_for(chain: Chain, existing: Iterable[str]) -> str:
         """delta_net_<transformations>, with a numeric suffix when the name is taken."""
-        base = (NAME_PREFIX + "_and_".join(t.name for t, _ in chain))[:72]
+        parts = [f"without_{p['name']}" if isinstance(t, Removal) else t.name for t, p in chain]
+        base = (NAME_PREFIX + "_and_".join(parts))[:72]
         taken = set(existing)
         if base not in taken:
             return base

@@ -10,7 +10,7 @@ import torch
 from agent.context import ProposalContext
 from agent.errors import ProposalError
 from agent.mutate import MutateProposer, trials
-from agent.mutations import BY_NAME, CATALOGUE, FAMILIES, applied, label, locate
+from agent.mutations import BY_NAME, CATALOGUE, FAMILIES, UNDO, applied, label, locate
 from agent.proposal import SECTIONS
 from agent.records import TASKS, Candidate, Score
 from sandbox.static_checks import check_static, first_failure, fingerprint
@@ -204,13 +204,13 @@ def test_duplicates_are_never_proposed_and_exhaustion_is_an_error():
 def _history(winner: str, loser: str, rounds: int = 4) -> list[Candidate]:
     records = [BASE]
     for i in range(rounds):
-        records.append(candidate(len(records), f"w{i}", 0, shifted(BASELINE_SCORES, fuzzy_recall=0.06 + 0.01 * i),
+        records.append(candidate(len(records), f"w{i}", 0, shifted(BASELINE_SCORES, fuzzy_recall=0.15 + 0.01 * i),
                                  mutations=[label(winner, BY_NAME[winner].grid[i % 2])]))
         records.append(candidate(len(records), f"l{i}", 0, shifted(BASELINE_SCORES, compress=-0.05 - 0.01 * i),
                                  mutations=[label(loser, BY_NAME[loser].grid[i % 2])]))
     for t in CATALOGUE:
         if t.name not in (winner, loser):
-            records.append(candidate(len(records), f"o_{t.name}", 0, shifted(BASELINE_SCORES, compress=-0.01),
+            records.append(candidate(len(records), f"o_{t.name}", 0, shifted(BASELINE_SCORES, compress=-0.06),
                                      mutations=[label(t.name, t.grid[0])]))
     return records
 
@@ -260,6 +260,33 @@ def test_repair_rules_out_what_failed_and_picks_another():
         lone.repair(ctx, p, "nan")
 
 
+def test_undo_removes_exactly_the_block_an_earlier_transformation_inserted():
+    softmax, tanh = BY_NAME["intra_chunk_softmax"], BY_NAME["tanh_on_error"]
+    both = softmax.apply(tanh.apply(BASELINE, {"scale": 0.5}), {"temperature": 0.25})
+    assert set(UNDO.blocks(both)) == {"tanh_on_error", "intra_chunk_softmax"}
+    assert UNDO.apply(both, {"name": "tanh_on_error"}) == softmax.apply(BASELINE, {"temperature": 0.25})
+    assert UNDO.apply(UNDO.apply(both, {"name": "tanh_on_error"}), {"name": "intra_chunk_softmax"}) == BASELINE
+    edited = both.replace("0.5 * torch.tanh(u_n / 0.5)", "0.5 * torch.tanh(u_n / 0.7)")
+    assert set(UNDO.blocks(edited)) == {"intra_chunk_softmax"}
+    assert UNDO.apply(edited, {"name": "tanh_on_error"}) is None
+
+
+def test_undo_drops_the_transformation_with_the_weakest_record():
+    softmax, floor = BY_NAME["intra_chunk_softmax"], BY_NAME["beta_floor"]
+    code = floor.apply(softmax.apply(BASELINE, {"temperature": 1.0}), {"floor": 0.1})
+    records = [BASE,
+               candidate(1, "s", 0, shifted(BASELINE_SCORES, memorize=0.3), mutations=["intra_chunk_softmax(temperature=1.0)"]),
+               candidate(2, "f", 0, shifted(BASELINE_SCORES, compress=-0.12), mutations=["beta_floor(floor=0.25)"]),
+               candidate(3, "sf", 1, shifted(BASELINE_SCORES, memorize=0.3, compress=-0.06),
+                         mutations=["beta_floor(floor=0.1)"])]
+    proposer = MutateProposer(seed=0, max_mutations=1, catalogue=[])
+    p, _ = proposer.propose(context(records, parent=records[3], code=code))
+    assert p.mutations == ["undo(name=beta_floor)"] and p.name == "delta_net_without_beta_floor"
+    assert p.resolve_code(code) == softmax.apply(BASELINE, {"temperature": 1.0})
+    assert p.predicted["compress"] > records[3].scores["compress"].mean
+    assert "beta_floor" in p.code_issues.en and "-0.015" in p.code_issues.en and "-0.015" in p.code_issues.zh
+
+
 def test_taken_names_get_a_numeric_suffix():
     chain = [(BY_NAME["tanh_on_error"], {"scale": 1.0})]
     assert MutateProposer.name_for(chain, []) == "delta_net_tanh_on_error"
@@ -275,3 +302,28 @@ def test_every_setting_passes_the_workers_dynamic_checks():
             findings = run_dynamic_checks(load(t.apply(BASELINE, params)), "cpu")
             failed = [f for f in findings if not f["passed"]]
             assert not failed, (label(t.name, params), failed)
+
+
+def test_search_on_a_synthetic_landscape_climbs_above_the_baseline():
+    """The proposer in a loop against a fake scorer (effects per transformation plus noise) finds the gain."""
+    import random
+
+    from agent.config import ParentConfig
+    from agent.parents import select_parent
+    effect = {"intra_chunk_softmax": 0.06, "tanh_on_error": 0.01, "beta_scale": 0.008}
+    rng = random.Random(0)
+    records, codes, fps = [BASE], {0: BASELINE}, [fingerprint(BASELINE)]
+    proposer = MutateProposer(seed=1, max_mutations=2)
+    for i in range(1, 25):
+        parent = select_parent(records, ParentConfig(), rng)
+        ctx = ProposalContext(parent=parent, parent_code=codes[parent.id], baseline=BASE, records=records,
+                              existing_names=[r.name for r in records], existing_fingerprints=fps)
+        p, _ = proposer.propose(ctx)
+        code = p.resolve_code(codes[parent.id])
+        gain = sum(effect.get(n, -0.01) for n in applied(code))
+        scores = {t: v + gain + rng.gauss(0, 0.005) for t, v in BASELINE_SCORES.items()}
+        records.append(candidate(i, p.name, parent.id, scores, mutations=p.mutations))
+        codes[i], fps = code, fps + [fingerprint(code)]
+    best = max(records, key=lambda r: r.mean)
+    assert best.mean > BASE.mean + 0.06
+    assert "intra_chunk_softmax" in applied(codes[best.id])
