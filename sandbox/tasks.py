@@ -261,42 +261,44 @@ def _recall(s: Setting, n: int, rng: np.random.Generator, training: bool):
     P = s.seq_len // 2
     width = s.vocab_size - s.noise_vocab_size - (0 if s.multi_query else 1)
     num_keys = width // 2
-    rows = np.arange(n)[:, None]
     keys = rng.integers(0, num_keys, size=(n, P - 1))
     value_of = rng.integers(num_keys, width, size=(n, num_keys))
-    values = value_of[rows, keys]
+    values = np.take_along_axis(value_of, keys, axis=1)
     noise = np.zeros((n, P - 1), dtype=bool)
-    noise_tokens = np.zeros((n, P - 1, 2), dtype=np.int64)
     if s.frac_noise > 0:
         protected = rng.integers(0, P, size=n)
         noise = rng.random((n, P - 1)) < s.frac_noise
         noise[np.arange(n), np.minimum(protected, P - 2)] &= protected == P - 1
         noise[noise.all(axis=1), 0] = False  # mad-lab would fail to draw a query here; keep one pair
         noise_tokens = rng.integers(width, width + s.noise_vocab_size, size=(n, P - 1, 2))
+        keys_or_noise = np.where(noise, noise_tokens[..., 0], keys)
+        values_or_noise = np.where(noise, noise_tokens[..., 1], values)
+    else:
+        keys_or_noise, values_or_noise = keys, values
 
-    # First slot at which each key is shown (P - 1: never); noise slots show no key.
-    slot = np.broadcast_to(np.arange(P - 1), (n, P - 1))
+    # First slot showing each key (P - 1: never; noise shows the dummy key num_keys). Walking the
+    # slots backwards leaves the earliest slot written last.
     first_shown = np.full((n, num_keys + 1), P - 1)
-    np.minimum.at(first_shown, (np.broadcast_to(rows, (n, P - 1)), np.where(noise, num_keys, keys)), slot)
-    shown_before = ~noise & (first_shown[rows, keys] < slot)
+    shown_key = np.where(noise, num_keys, keys)
+    rows = np.arange(n)
+    for slot in reversed(range(P - 1)):
+        first_shown[rows, shown_key[:, slot]] = slot
+    shown_before = ~noise & (np.take_along_axis(first_shown, keys, axis=1) < np.arange(P - 1))
     shown = first_shown[:, :num_keys] < P - 1
     query_key = np.argmax(np.where(shown, rng.random((n, num_keys)), -1.0), axis=1)
-    query_value = value_of[np.arange(n), query_key]
+    query_value = value_of[rows, query_key]
 
-    pairs = np.stack([np.where(noise, noise_tokens[..., 0], keys),
-                      np.where(noise, noise_tokens[..., 1], values)], axis=2)
-    query = np.stack([query_key, query_value], axis=1)[:, None, :]
-    scored = np.stack([np.full((n, P - 1), IGNORE),
-                       np.where(shown_before & s.multi_query, values, IGNORE)], axis=2)
-    query_target = np.stack([np.full(n, IGNORE), query_value], axis=1)[:, None, :]
+    length = s.seq_len + (0 if s.multi_query else 1)
+    sequence = np.empty((n, length), dtype=np.int64)
+    target = np.full((n, length), IGNORE, dtype=np.int64)
+    sequence[:, 0:2 * P - 2:2] = keys_or_noise
+    sequence[:, 1:2 * P - 2:2] = values_or_noise
     if s.multi_query:
-        sequence = np.concatenate([pairs.reshape(n, -1), query.reshape(n, -1)], axis=1)
-        target = np.concatenate([scored.reshape(n, -1), query_target.reshape(n, -1)], axis=1)
+        target[:, 1:2 * P - 2:2] = np.where(shown_before, values, IGNORE)
     else:
-        prefix = np.full((n, 1), s.vocab_size - 1)
-        sequence = np.concatenate([pairs.reshape(n, -1), prefix, query.reshape(n, -1)], axis=1)
-        target = np.concatenate([scored.reshape(n, -1), np.full((n, 1), IGNORE),
-                                 query_target.reshape(n, -1)], axis=1)
+        sequence[:, -3] = s.vocab_size - 1
+    sequence[:, -2], sequence[:, -1] = query_key, query_value
+    target[:, -1] = query_value
     if training:
         return sequence[:, :-1], sequence[:, 1:]
     return sequence[:, :-1], target[:, 1:]
@@ -313,11 +315,11 @@ class Motifs:
 
     def draw(self, rng: np.random.Generator, shape, fixed_size: bool = False) -> np.ndarray:
         """Ids of motifs: a length uniform over the range (or the longest), then a motif of that length."""
-        if fixed_size:
-            size_index = np.full(shape, len(self.counts) - 1)
-        else:
-            size_index = rng.integers(0, len(self.counts), size=shape)
-        return self.offsets[size_index] + rng.integers(0, self.counts[size_index])
+        if fixed_size or len(self.counts) == 1:
+            return self.offsets[-1] + rng.integers(0, self.counts[-1], size=shape)
+        size_index = rng.integers(0, len(self.counts), size=shape)
+        within = np.choose(size_index, [rng.integers(0, count, size=shape) for count in self.counts])
+        return self.offsets[size_index] + within
 
 
 @functools.lru_cache(maxsize=32)
@@ -326,8 +328,8 @@ def motifs(lo: int, hi: int, min_size: int, max_size: int) -> Motifs:
     groups = [np.array(list(itertools.permutations(vocab, size)), dtype=np.int64).reshape(-1, size)
               for size in range(min_size, max_size + 1)]
     counts = np.array([len(g) for g in groups])
-    tokens = np.full((counts.sum(), max_size), -1, dtype=np.int64)
-    lengths = np.empty(counts.sum(), dtype=np.int64)
+    tokens = np.full((counts.sum(), max_size), -1, dtype=np.int32)
+    lengths = np.empty(counts.sum(), dtype=np.int32)
     offsets = np.concatenate([[0], np.cumsum(counts)[:-1]])
     for size, group, offset in zip(range(min_size, max_size + 1), groups, offsets):
         tokens[offset:offset + len(group), :size] = group
@@ -340,10 +342,9 @@ def motifs(lo: int, hi: int, min_size: int, max_size: int) -> Motifs:
 def fuzzy_vocab(s: Setting, training: bool) -> tuple[Motifs, Motifs, int]:
     """Key motifs, value motifs and the pad token of a fuzzy recall setting."""
     pad = s.vocab_size - 1 if s.multi_query else s.vocab_size - 2
-    width = s.vocab_size - 1 if s.multi_query else s.vocab_size - 2
-    num_keys = width // 2
+    num_keys = pad // 2
     key_min = 1 if training else s.k_motif_size
-    return (motifs(0, num_keys, key_min, s.k_motif_size), motifs(num_keys, width, 1, s.v_motif_size), pad)
+    return (motifs(0, num_keys, key_min, s.k_motif_size), motifs(num_keys, pad, 1, s.v_motif_size), pad)
 
 
 def fuzzy_draws(s: Setting, n: int, rng: np.random.Generator, training: bool) -> dict[str, np.ndarray]:
@@ -351,14 +352,14 @@ def fuzzy_draws(s: Setting, n: int, rng: np.random.Generator, training: bool) ->
 
     probe_key/probe_value/probe_index: the query pair and where it is first inserted;
     slot_key/slot_value [n, M]: the key drawn for each fill slot and the value it gets if new.
+    M is enough slots for the shortest motifs to fill the sequence.
     """
     keys, values, _ = fuzzy_vocab(s, training)
     probe_key = keys.draw(rng, n, fixed_size=not training)
     probe_value = values.draw(rng, n)
     probe_len = keys.lengths[probe_key] + values.lengths[probe_value]
     probe_index = rng.integers(0, s.seq_len - 2 * probe_len)
-    shortest_slot = (1 if training else s.k_motif_size) + 1
-    M = (s.seq_len - 2) // shortest_slot + 1
+    M = s.seq_len // (keys.lengths.min() + 1) + 1
     return {
         "probe_key": probe_key, "probe_value": probe_value, "probe_index": probe_index,
         "slot_key": keys.draw(rng, (n, M), fixed_size=not training),
@@ -377,13 +378,12 @@ def _fuzzy_recall(s: Setting, n: int, rng: np.random.Generator, training: bool):
 def first_occurrence(ids: np.ndarray) -> np.ndarray:
     """For each entry of a [n, M] array, the column of the first entry of its row with the same id."""
     n, M = ids.shape
-    order = np.argsort(ids, axis=1, kind="stable")
-    ordered = np.take_along_axis(ids, order, axis=1)
-    starts = np.ones((n, M), dtype=bool)
-    starts[:, 1:] = ordered[:, 1:] != ordered[:, :-1]
-    group_start = np.maximum.accumulate(np.where(starts, np.arange(M), 0), axis=1)
-    first = np.empty_like(order)
-    np.put_along_axis(first, order, np.take_along_axis(order, group_start, axis=1), axis=1)
+    ordered_ids, ordered_columns = np.divmod(np.sort(ids * M + np.arange(M), axis=1), M)
+    group_starts = np.ones((n, M), dtype=bool)
+    group_starts[:, 1:] = ordered_ids[:, 1:] != ordered_ids[:, :-1]
+    group_start = np.maximum.accumulate(np.where(group_starts, np.arange(M), 0), axis=1)
+    first = np.empty_like(ordered_columns)
+    np.put_along_axis(first, ordered_columns, np.take_along_axis(ordered_columns, group_start, axis=1), axis=1)
     return first
 
 
@@ -395,61 +395,76 @@ def assemble_fuzzy(s: Setting, draws: dict[str, np.ndarray], training: bool):
     the probe key always gets the probe value. The probe pair is inserted once, before the first
     slot that starts at or after probe_index, unless its key was already drawn or the loop ended.
     Then the query (probe key and value) is appended and the sequence left-padded to seq_len + 1.
-    Returns (sequence, target) [n, seq_len + 1], before the autoregressive shift.
+    Returns (sequence, target) [n, seq_len + 1], before the autoregressive shift; target (the
+    test-time target) is None when training, whose targets are the shifted sequence.
     """
     keys, values, pad = fuzzy_vocab(s, training)
-    n, M = draws["slot_key"].shape
-    rows = np.arange(n)[:, None]
-    column = np.arange(M)[None, :]
     probe_key, probe_value = draws["probe_key"][:, None], draws["probe_value"][:, None]
     probe_len = keys.lengths[probe_key] + values.lengths[probe_value]
     fill_limit = s.seq_len - probe_len - (s.k_motif_size + s.v_motif_size)
 
+    # A slot starts no earlier than the key lengths (plus one value token each) before it: slots
+    # past seq_len by that bound are never reached and are dropped before the heavy work.
     key = draws["slot_key"]
+    reach = np.cumsum(keys.lengths[key] + 1, axis=1)
+    key = key[:, : (reach < s.seq_len).sum(axis=1).max() + 1]
+    n, M = key.shape
+    column = np.arange(M)[None, :]
     first = first_occurrence(key)
     is_probe = key == probe_key
-    value = np.where(is_probe, probe_value, draws["slot_value"][rows, first])
-    key_len, value_len = keys.lengths[key], values.lengths[value]
-    start = np.cumsum(key_len + value_len, axis=1) - (key_len + value_len)
+    value = np.where(is_probe, probe_value, np.take_along_axis(draws["slot_value"], first, axis=1))
+    slot_len = keys.lengths[key] + values.lengths[value]
+    start = np.cumsum(slot_len, axis=1) - slot_len
 
     reached = start >= draws["probe_index"][:, None]
     insert_at = np.where(reached.any(axis=1), np.argmax(reached, axis=1), M)[:, None]
     probe_drawn_at = np.where(is_probe.any(axis=1), np.argmax(is_probe, axis=1), M)[:, None]
-    start_at_insert = np.take_along_axis(start, np.minimum(insert_at, M - 1), axis=1)
-    inserted = (insert_at < M) & (insert_at <= probe_drawn_at) & (start_at_insert < fill_limit)
+    insert_start = np.take_along_axis(start, np.minimum(insert_at, M - 1), axis=1)
+    inserted = (insert_at < M) & (insert_at <= probe_drawn_at) & (insert_start < fill_limit)
     start = start + np.where(inserted & (column >= insert_at), probe_len, 0)
     included = start < fill_limit
-    body_len = np.where(included, key_len + value_len, 0).sum(axis=1, keepdims=True) + inserted * probe_len
+    body_len = np.where(included, slot_len, 0).sum(axis=1, keepdims=True) + inserted * probe_len
     prefix_len = 0 if s.multi_query else 1
     pad_len = s.seq_len + 1 - (body_len + prefix_len + probe_len)
-
     scored = included & ((first < column) | (is_probe & inserted & (column >= insert_at)))
-    sequence = np.full((n, s.seq_len + 1), pad, dtype=np.int64)
-    target = np.full((n, s.seq_len + 1), IGNORE, dtype=np.int64)
+
+    # One spare column at the end takes the writes of unselected motifs and is cut off.
+    sequence = np.full((n, s.seq_len + 2), pad, dtype=np.int32)
     position = pad_len + start
+    key_len = keys.lengths[key]
     _scatter_motifs(sequence, keys.tokens[key], included, position)
     _scatter_motifs(sequence, values.tokens[value], included, position + key_len)
-    _scatter_motifs(target, values.tokens[value], scored & s.multi_query, position + key_len)
+    if not training:
+        target = np.full((n, s.seq_len + 2), IGNORE, dtype=np.int32)
+        if s.multi_query:
+            _scatter_motifs(target, values.tokens[value], scored, position + key_len)
 
-    insert_position = pad_len + np.take_along_axis(start, np.minimum(insert_at, M - 1), axis=1) - probe_len
     probe_key_tokens, probe_value_tokens = keys.tokens[probe_key], values.tokens[probe_value]
     probe_key_len = keys.lengths[probe_key]
+    insert_position = pad_len + insert_start
     _scatter_motifs(sequence, probe_key_tokens, inserted, insert_position)
     _scatter_motifs(sequence, probe_value_tokens, inserted, insert_position + probe_key_len)
 
     query_position = pad_len + body_len + prefix_len
     if not s.multi_query:
-        sequence[np.arange(n), (query_position - 1)[:, 0]] = s.vocab_size - 1
+        sequence[np.arange(n), query_position[:, 0] - 1] = s.vocab_size - 1
     everywhere = np.ones((n, 1), dtype=bool)
     _scatter_motifs(sequence, probe_key_tokens, everywhere, query_position)
     _scatter_motifs(sequence, probe_value_tokens, everywhere, query_position + probe_key_len)
+    if training:
+        return sequence[:, :-1], None
     _scatter_motifs(target, probe_value_tokens, everywhere, query_position + probe_key_len)
-    return sequence, target
+    return sequence[:, :-1], target[:, :-1]
 
 
 def _scatter_motifs(out: np.ndarray, tokens: np.ndarray, where: np.ndarray, position: np.ndarray):
-    """out[row, position + j] = tokens[..., j] for the motif tokens (>= 0) of the selected slots."""
+    """out[row, position + j] = tokens[..., j] for the tokens (>= 0) of the selected motifs.
+
+    Unselected writes go to the spare last column of out.
+    """
+    n, width = out.shape
+    row_start = (np.arange(n) * width).reshape((n,) + (1,) * (position.ndim - 1))
+    flat = out.reshape(-1)
     for j in range(tokens.shape[-1]):
-        mask = where & (tokens[..., j] >= 0)
-        row_index = np.broadcast_to(np.arange(out.shape[0])[:, None], mask.shape)[mask]
-        out[row_index, (position + j)[mask]] = tokens[..., j][mask]
+        column = np.where(where & (tokens[..., j] >= 0), position + j, width - 1)
+        flat[(row_start + column).ravel()] = tokens[..., j].ravel()
