@@ -24,7 +24,7 @@ from agent import table
 from agent.config import Config, load_config, save_config
 from agent.errors import CandidateNotFound, ConfigError, WorkspaceError
 from agent.journal import Journal, write_atomic
-from agent.records import RECORD_STATUSES, Candidate
+from agent.records import RECORD_STATUSES, Candidate, Usage
 from agent.prompts import render
 
 CANDIDATES = "candidates"
@@ -323,6 +323,15 @@ class Workspace:
             raise WorkspaceError(f"candidate {id:04d}: candidate.json is invalid ({e.errors()[0]['msg']})") from None
         self._cache[id] = (stamp, cand)
         return cand
+
+    def usage_totals(self) -> Usage:
+        """LLM usage summed over every candidate, reverted ones included (plain JSON reads, no validation)."""
+        total = Usage()
+        for id in sorted(set(self._scan()) | set(self._reverted_entries())):
+            hit = self._cache.get(id)
+            usage = hit[1].usage if hit else Usage.model_validate(json.loads(self._read(id, "candidate.json"))["usage"])
+            total = total + usage
+        return total
 
     def code(self, id: int) -> str:
         return self._read(id, "naive.py")

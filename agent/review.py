@@ -32,15 +32,20 @@ def sort_key(text: str) -> str:
     return key
 
 
+RICH_ROWS = 300   # above this many rows `archer log` prints plain text: a rich table of 5,000 rows takes seconds
+
+
 def log_view(ws: Workspace, *, status: list[str] | None = None, proposer: str | None = None,
              min_mean: float | None = None, sort: str = "id", descending: bool | None = None,
-             limit: int | None = None) -> Table:
+             limit: int | None = None) -> Table | Text:
     df = ws.results()
     shown = table.select(df, status=status, proposer=proposer, min_mean=min_mean, sort=sort_key(sort),
                          descending=descending, limit=limit)
     reverted = len(ws.reverted())
     title = (f"{ws.path.name}: {len(shown)} of {len(df)} candidates"
              + (f" ({reverted} reverted, not shown)" if reverted else ""))
+    if len(shown) > RICH_ROWS:
+        return Text(f"{title}\n{table.plain_text(shown)}")
     return table.rich_table(shown, title=title)
 
 
@@ -196,12 +201,8 @@ def status_view(ws: Workspace) -> Group:
 
 def budget_table(ws: Workspace, count: int, run: dict | None = None) -> Table:
     """Budgets: the whole search (LLM usage summed over the records), the current run (run.json), the limits."""
-    calls = tokens = 0
-    cost = 0.0
-    for cand in ws.records(include_reverted=True):
-        calls += cand.usage.calls
-        tokens += cand.usage.prompt_tokens + cand.usage.completion_tokens
-        cost += cand.usage.cost_usd
+    used = ws.usage_totals()
+    calls, tokens, cost = used.calls, used.prompt_tokens + used.completion_tokens, used.cost_usd
     run = run if isinstance(run, dict) else {}
     limits = run.get("limits") or ws.config.budget.model_dump()
 

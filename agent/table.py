@@ -111,6 +111,19 @@ def rich_table(df: pd.DataFrame, *, title: str | None = None) -> Table:
 
 
 def plain_text(df: pd.DataFrame) -> str:
-    """The table as a fixed-width text block (for prompts and plain terminals)."""
-    shown = with_delta(df)[["id", "name", *TASK_COLUMNS, "mean", "std", "delta", "status", "parent"]]
-    return shown.to_string(index=False, float_format=lambda x: f"{x:.3f}", na_rep="-")
+    """A selected frame (see `select`) as fixed-width text: fast for thousands of rows, and for pipes."""
+    def left(col: pd.Series, title: str) -> pd.Series:
+        col = col.astype(str)
+        return col.str.ljust(max(col.str.len().max() if len(col) else 0, len(title)))
+
+    out = pd.DataFrame({"id": df["id"].map("{:04d}".format), "name": left(df["name"], "name")})
+    for c in TASK_COLUMNS:
+        out[c] = df[c].map(_num)
+    out["mean"] = df["mean"].map(_num)
+    out["±"] = df["std"].map(_num)
+    delta = df["delta"] if "delta" in df else with_delta(df)["delta"]
+    out["Δparent"] = delta.map(lambda x: _num(x, "{:+.3f}"))
+    out["status"] = left(df["status"], "status")
+    out["parent"] = df["parent"].map(lambda p: "" if pd.isna(p) else f"{int(p):04d}")
+    out["proposer"] = left(df["proposer"], "proposer")
+    return out.to_string(index=False, justify="left")

@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 
 from agent.cli import app
 from agent.history import Workspace
-from agent.records import TASKS, Candidate, EvalResult, Reason, Score
+from agent.records import TASKS, Candidate, EvalResult, Reason, Score, Usage
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = ROOT / "tests" / "fixtures" / "legacy"
@@ -32,7 +32,8 @@ def ws(tmp_path):
     good = Candidate(id=1, name="tanh_on_error", parent=0, proposer="mutate", status="ok")
     ws.record(scored(good, {**{t: 0.5 for t in TASKS}, "memorize": 0.9}), BASE.replace("v - k", "torch.tanh(v - k)"),
               "# 0001 tanh_on_error\n\n## English\n\nBounded errors.\n\n## 中文\n\n有界误差。\n")
-    llm = Candidate(id=2, name="leaky", parent=1, proposer="llm:gpt-4o", status="ok")
+    llm = Candidate(id=2, name="leaky", parent=1, proposer="llm:gpt-4o", status="ok",
+                    usage=Usage(calls=3, prompt_tokens=1000, completion_tokens=234, cost_usd=0.0123))
     ws.record(scored(llm, {**{t: 0.55 for t in TASKS}, "memorize": 0.6}), BASE + "# leak\n", "r\n")
     bad = Candidate(id=3, name="uses_os", parent=1, proposer="mutate", status="rejected",
                     reasons=[Reason(code="static.forbidden_name", message="os")])
@@ -75,6 +76,13 @@ def test_log_lists_candidates_with_scores_delta_and_status(ws):
     assert "baseline" not in invoke("log", ws.path, "--min-mean", "0.55").output
 
 
+def test_log_prints_plain_text_when_there_are_many_rows(ws, monkeypatch):
+    monkeypatch.setattr("agent.review.RICH_ROWS", 2)
+    lines = invoke("log", ws.path).output.splitlines()
+    assert lines[0] == "ws: 4 of 4 candidates" and lines[1].split()[:3] == ["id", "name", "Compress"]
+    assert lines[4].split()[:2] == ["0002", "leaky"] and "-0.008" in lines[4]
+
+
 def test_log_with_an_unknown_sort_is_a_one_line_error(ws):
     done = archer("log", ws.path, "--sort", "speed")
     assert done.returncode == 1 and "--sort 'speed'" in done.stdout and done.stdout.strip().count("\n") == 0
@@ -106,7 +114,7 @@ def test_status_shows_the_running_loop_the_journal_budgets_and_the_best(ws):
     ws.journal.put("proposal-0004", {"id": 4, "name": "next_idea", "stage": "evaluate"})
     out = invoke("status", ws.path).output
     assert f"running: pid {os.getpid()}" in out and "stage evaluate, candidate 0004 next_idea" in out
-    assert "12,345" in out and "2.00" in out
+    assert "12,345" in out and "2.00" in out and "1,234" in out and "0.0123" in out
     assert "proposal-0004" in out and "0004 next_idea" in out
     assert "best so far: 0001 tanh_on_error" in out and "4 candidates" in out and "1 rejected" in out
     state = json.loads((ws.path / ".archer" / "run.json").read_text())
