@@ -84,6 +84,7 @@ class Workspace:
         self._rows: dict[int, dict] | None = None
         self._reverted: dict[int, dict] | None = None
         self.repairs: list[str] = []
+        self._head = ""
 
     @classmethod
     def init(cls, path: Path, config: Config | None = None, *, baseline_code: str | None = None) -> "Workspace":
@@ -153,9 +154,20 @@ class Workspace:
         with open(self.path / STATE / "write.lock", "w") as f:
             fcntl.flock(f, fcntl.LOCK_EX)
             try:
+                self._sync()
                 yield
             finally:
                 fcntl.flock(f, fcntl.LOCK_UN)
+
+    def _sync(self) -> None:
+        """Forget cached listings when another process committed since this one last looked."""
+        try:
+            head = self.repo.head.commit.hexsha
+        except ValueError:
+            head = ""  # no commit yet (during init)
+        if head != self._head:
+            self._folders = self._rows = self._reverted = None
+            self._head = head
 
     def _try_repair(self) -> None:
         (self.path / STATE).mkdir(exist_ok=True)
@@ -252,9 +264,12 @@ class Workspace:
         self.repo.git.add("-A", "--", *paths)
         self._crash_point("add")
         self._crash_point("lock")
-        self.repo.git.commit("-q", "--no-verify", "-m", message, *([] if whole_index else ["--", *paths]))
+        staged = self.repo.git.diff("--cached", "--name-only", *([] if whole_index else ["--", *paths]))
+        if staged.strip():
+            self.repo.git.commit("-q", "--no-verify", "-m", message, *([] if whole_index else ["--", *paths]))
         self._crash_point("commit")
-        return self.repo.head.commit.hexsha
+        self._head = self.repo.head.commit.hexsha
+        return self._head
 
     def _write_results(self) -> None:
         df = table.frame_of(list(self._load_rows().values()))
@@ -348,6 +363,7 @@ class Workspace:
 
     def records(self, *, include_reverted: bool = False) -> list[Candidate]:
         """Every candidate in search order (by id); reverted ones only when asked for."""
+        self._sync()
         ids = set(self._scan())
         if include_reverted:
             ids |= set(self._reverted_entries())
@@ -355,6 +371,7 @@ class Workspace:
 
     def results(self) -> "table.pd.DataFrame":
         """results.csv as a DataFrame (read from the index, no candidate.json parsed)."""
+        self._sync()
         return table.frame_of(list(self._load_rows().values()))
 
     def ids(self) -> list[int]:
@@ -362,6 +379,7 @@ class Workspace:
 
     def next_id(self) -> int:
         """One more than any id ever used: recorded, reverted, or claimed by a journal entry's "id"."""
+        self._sync()
         used = set(self._scan()) | set(self._reverted_entries())
         used |= {e["id"] for e in self.journal.pending().values() if isinstance(e.get("id"), int)}
         return max(used, default=-1) + 1

@@ -181,3 +181,20 @@ def test_best_is_the_highest_scored_candidate(ws):
     ws.record(child(ws, "b", 0, status="crashed", reasons=[Reason(code="crashed", message="boom")]), BASE, "r")
     assert ws.best().id == 1
     assert json.loads((ws.path / "reverted.json").read_text()) == {}
+
+
+def test_a_second_process_that_reverted_is_seen_by_the_next_record(ws):
+    ws.record(child(ws, "a", 0, 0.6), BASE, "r")
+    ws.record(child(ws, "b", 0, 0.7), BASE, "r")
+    ws.records()
+    other = Workspace.open(ws.path)
+    other.revert(1, "seen elsewhere")
+    ws.record(child(ws, "c", 2, 0.65), BASE, "r")
+    assert pd.read_csv(ws.path / "results.csv")["id"].tolist() == [0, 2, 3]
+    assert [c.id for c in ws.records()] == [0, 2, 3] and ws.next_id() == 4
+
+
+def test_updating_with_unchanged_content_makes_no_empty_commit(ws):
+    before = len(ws.commits_of(0))
+    ws.update(ws.get(0))
+    assert len(ws.commits_of(0)) == before
