@@ -129,7 +129,9 @@ def memorize_map(setting: Setting) -> torch.LongTensor:
 
     Seeded once (not by split or seed), so it is the same in every split of every run.
     """
-    return torch.from_numpy(_memorize_table(setting.vocab_size - 1 - setting.noise_vocab_size).copy())
+    if setting.task != "memorize":
+        raise ValueError(f"only the memorize task has a fixed key->value map, not {setting.task!r}")
+    return torch.from_numpy(_memorize_table(setting.vocab_size - 1).copy())
 
 
 def generate(setting: Setting, split: str, n: int, seed: int) -> tuple[torch.LongTensor, torch.LongTensor]:
