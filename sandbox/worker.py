@@ -201,7 +201,7 @@ def main(argv=None) -> int:
         tb = traceback.format_exc()
         log(tb)
         if is_out_of_memory(e):
-            result = failure("oom", "out_of_memory", f"{type(e).__name__}: {str(e).splitlines()[0][:300]}")
+            result = failure("oom", "out_of_memory", f"{type(e).__name__}: {(str(e).splitlines() or [''])[0][:300]}")
         else:
             last = (str(e).strip().splitlines() or [""])[0][:300]
             result = failure("crashed", "exception", f"{type(e).__name__}: {last}")
