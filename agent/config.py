@@ -25,6 +25,9 @@ class EvalConfig(Strict):
     timeout_s: float = 3600.0              # wall-clock limit of one evaluation; the process group is killed
     memory_gb: float = 16.0                # address-space limit of the worker on CPU runs
     cascade: list[str] = Field(default_factory=list)  # e.g. ["quick", "screen"]: later stages only for promising ones
+    cascade_verify: list[str] = Field(default_factory=lambda: ["mad"])  # cascade stages entered only by beating
+                                           # the parent beyond the noise (the others: by not being worse beyond it)
+    cascade_sigmas: float = 2.0            # the cascade's noise: this many standard errors of the difference
 
 
 class Endpoint(Strict):

@@ -18,11 +18,13 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from agent import cascade
 from agent.budget import Budget
-from agent.config import BudgetConfig
+from agent.config import BudgetConfig, ExecutorConfig
 from agent.context import build_context
 from agent.errors import ArcherError, ProposalError, WorkspaceError
 from agent.evaluate import evaluate_code
+from agent.executor import wants_pipeline
 from agent.history import Workspace, summary_of
 from agent.parents import select_parent
 from agent.progress import Progress
@@ -167,7 +169,7 @@ class Search:
         id = self.ws.next_id()
         self._stage("select", id)
         rng = random.Random(f"{self.config.seed}:{id}")
-        parent = select_parent(self.ws.records(), self.config.parents, rng)
+        parent = select_parent([c for c in self.ws.records() if cascade.complete(c)], self.config.parents, rng)
         entry = {"id": id, "parent": parent.id, "stage": "propose", "proposal": None, "repair": None,
                  "rounds": 0, "duplicate_returned": False, "attempts": [], "usage": Usage().model_dump(),
                  "raw": "", "repair_of": None}
@@ -431,14 +433,19 @@ def run_lock(ws: Workspace) -> Iterator[None]:
             fcntl.flock(f, fcntl.LOCK_UN)
 
 
-def open_workspace(path: Path, *, profile: str | None = None, proposer: str | None = None) -> Workspace:
-    """The workspace at `path` (created when missing), its profile resolved and saved in archer.toml."""
+def open_workspace(path: Path, *, profile: str | None = None, proposer: str | None = None,
+                   executor: ExecutorConfig | None = None) -> Workspace:
+    """The workspace at `path` (created when missing), its profile resolved and saved in archer.toml.
+
+    `executor` holds the fields of [executor] given on the command line (the others are None)."""
     ws = Workspace.open(path) if (path / "archer.toml").exists() else Workspace.init(path)
     config = ws.config
     updated = config.model_copy(deep=True)
     updated.eval.profile = resolve_profile(profile or config.eval.profile)
     if proposer is not None:
         updated.proposer.kind = proposer
+    if executor is not None:
+        updated.executor = updated.executor.model_copy(update=executor.model_dump(exclude_unset=True))
     if updated != config:
         ws.save_config(updated)
     return ws
@@ -446,16 +453,18 @@ def open_workspace(path: Path, *, profile: str | None = None, proposer: str | No
 
 def run_search(path: Path, *, overrides: BudgetConfig = BudgetConfig(), profile: str | None = None,
                proposer: str | None = None, evaluate: Evaluate | None = None, console=None,
-               live: bool | None = None) -> RunSummary:
+               live: bool | None = None, executor: ExecutorConfig | None = None) -> RunSummary:
     """`archer run`: open (or create) the workspace, then search until a limit or a signal stops it.
 
-    Limits set in `overrides` replace those of archer.toml [budget] for this run."""
-    ws = open_workspace(Path(path), profile=profile, proposer=proposer)
+    Limits set in `overrides` replace those of archer.toml [budget] for this run. Without an injected
+    `evaluate`, a run with GPUs, a cascade or Ray goes through agent/pipeline.py's parallel loop."""
+    ws = open_workspace(Path(path), profile=profile, proposer=proposer, executor=executor)
     given = overrides.model_dump(exclude_none=True)
     limits = ws.config.budget.model_copy(update=given)
     with run_lock(ws):
         prop, kind = make_proposer(ws)
-        if evaluate is None:
+        pipelined = evaluate is None and wants_pipeline(ws.config)
+        if evaluate is None and not pipelined:
             eval_config = ws.config.eval
             evaluate = lambda code: evaluate_code(code, eval_config)  # noqa: E731
         budget = Budget(limits)
@@ -465,4 +474,7 @@ def run_search(path: Path, *, overrides: BudgetConfig = BudgetConfig(), profile:
                           f"budget {budget.summary()}")
             for fix in ws.repairs:
                 progress.note(f"repaired: {fix}")
+            if pipelined:
+                from agent.pipeline import run_pipelined
+                return run_pipelined(ws, prop, proposer_kind=kind, budget=budget, progress=progress)
             return Search(ws, prop, evaluate, proposer_kind=kind, budget=budget, progress=progress).run()
