@@ -28,6 +28,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from sandbox.result import STATUSES, failure
@@ -151,19 +152,23 @@ def classify_death(rc: int | None, killed_for: str, tail: str, timeout_s: float,
 def run_isolated(candidate: Path | str, *, profile: str = "smoke", seeds=(0,), model: str = "delta_net",
                  device: str = "auto", timeout_s: float = 3600.0, extra_args: tuple[str, ...] = (),
                  memory_mb: int | None = None, cpu_s: float | None = None, output_mb: int = 64,
-                 open_files: int = 1024, isolate_network: bool = True) -> dict:
+                 open_files: int = 1024, isolate_network: bool = True, gpu: str | None = None,
+                 on_start: Callable[[int], None] | None = None) -> dict:
     """Evaluate a candidate (a Path to a file, or the code as a str) in a worker; never raises for its failures.
 
     memory_mb defaults to 16 GiB on CPU and 64 GiB of host memory when a GPU may be used; cpu_s
     (a backstop for a worker orphaned by a dead controller) defaults to timeout_s x cores + 60.
+    gpu pins the worker to one device (its CUDA_VISIBLE_DEVICES); on_start receives the worker's pid,
+    which is also its process group, so an executor can kill it when the controller abandons the work.
     """
     t0 = time.monotonic()
     workdir = Path(tempfile.mkdtemp(prefix="archer-eval-"))
-    gpu = gpu_possible(device)
-    memory_mb = memory_mb or (65536 if gpu else 16384)
+    pinned = gpu is not None
+    gpu_used = pinned or gpu_possible(device)
+    memory_mb = memory_mb or (65536 if gpu_used else 16384)
     cpu_s = cpu_s or timeout_s * (os.cpu_count() or 1) + 60
     netns = network_namespace_prefix() if isolate_network else ()
-    isolation = {"network": "namespace" if netns else "audit_hook", "memory": "rss_watchdog" if gpu else
+    isolation = {"network": "namespace" if netns else "audit_hook", "memory": "rss_watchdog" if gpu_used else
                  "rlimit_as+rss_watchdog", "memory_mb": memory_mb, "timeout_s": timeout_s}
     read_fd, write_fd = os.pipe()
     received = bytearray()
@@ -177,11 +182,15 @@ def run_isolated(candidate: Path | str, *, profile: str = "smoke", seeds=(0,), m
                "--result-fd", str(write_fd), *extra_args]
         limits = {resource.RLIMIT_CPU: int(cpu_s), resource.RLIMIT_NOFILE: open_files, resource.RLIMIT_CORE: 0,
                   resource.RLIMIT_FSIZE: output_mb << 20, resource.RLIMIT_NPROC: user_tasks() + 1024}
-        if not gpu:
+        if not gpu_used:
             limits[resource.RLIMIT_AS] = memory_mb << 20
+        env = scrubbed_env(workdir)
+        if pinned:
+            env["CUDA_VISIBLE_DEVICES"] = str(gpu)
+            isolation["gpu"] = str(gpu)
         try:
             with open(workdir / "log.txt", "wb") as log:
-                proc = subprocess.Popen(cmd, cwd=workdir, env=scrubbed_env(workdir), stdout=log,
+                proc = subprocess.Popen(cmd, cwd=workdir, env=env, stdout=log,
                                         stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, pass_fds=(write_fd,),
                                         start_new_session=True)
         except OSError as e:
@@ -193,7 +202,13 @@ def run_isolated(candidate: Path | str, *, profile: str = "smoke", seeds=(0,), m
         reader = threading.Thread(target=read_all, args=(read_fd, received), daemon=True)
         reader.start()
         read_fd = -1
-        rc, killed_for = watch(proc, timeout_s, memory_mb << 20)
+        if on_start is not None:
+            on_start(proc.pid)
+        try:
+            rc, killed_for = watch(proc, timeout_s, memory_mb << 20)
+        except BaseException:
+            kill_group(proc.pid)
+            raise
         reader.join(timeout=5)
         tail = tail_of(workdir / "log.txt")
         timings = {"total_s": time.monotonic() - t0}
