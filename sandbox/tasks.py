@@ -125,7 +125,7 @@ def num_classes(setting: Setting) -> int:
 
 
 def memorize_map(setting: Setting) -> torch.LongTensor:
-    """The fixed memorize map as a table: value = table[key], keys [0, (V-1)//2).
+    """The fixed memorize map as a table: value = table[key], keys [0, (V-1)//2); mad-lab's own map.
 
     Seeded once (not by split or seed), so it is the same in every split of every run.
     """

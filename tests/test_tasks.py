@@ -237,3 +237,16 @@ def test_single_query_recall_scores_only_the_final_value_after_the_copy_prefix()
     for i in range(len(x)):
         pairs = dict(zip(x[i, 0:-2:2].tolist(), x[i, 1:-2:2].tolist()))
         assert pairs[x[i, -1].item()] == y[i, -1].item()
+
+
+def test_memorize_map_is_mad_labs_map_seeded_12345():
+    """mad-lab shuffles the 1-token key and value motifs with one Generator(12345) and zips them."""
+    s = baseline_setting("memorize")
+    kv_rng = np.random.default_rng(12345)
+    keys, values = [(k,) for k in range(127)], [(v,) for v in range(127, 255)]
+    kv_rng.shuffle(keys)
+    kv_rng.shuffle(values)
+    table = memorize_map(s)
+    assert all(table[k].item() == v for (k,), (v,) in zip(keys, values))
+    with pytest.raises(ValueError, match="memorize"):
+        memorize_map(baseline_setting("compress"))
