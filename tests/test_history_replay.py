@@ -115,3 +115,19 @@ def test_replaying_the_baseline_onto_something_or_a_missing_candidate_is_an_erro
     with pytest.raises(WorkspaceError, match="seeds"):
         parse_seeds("1,x")
     assert parse_seeds(" 1, 2 ") == [1, 2]
+
+
+@pytest.mark.slow
+def test_replay_with_the_real_smoke_worker_reproduces_the_scores(tmp_path):
+    from agent.config import Config, EvalConfig
+    from agent.evaluate import evaluate_code
+    from agent.replay import candidate_from_result
+
+    config = Config(eval=EvalConfig(profile="smoke", device="cpu", seeds=[0]))
+    ws = Workspace.init(tmp_path / "ws", config)
+    first = evaluate_code(ws.code(0), config.eval)
+    assert first.status == "ok", first.message
+    ws.update(candidate_from_result(first, id=0, name="baseline", parent=None, proposer="baseline"))
+    again = replay(ws, 0)
+    assert again.status == "ok" and again.replay_of == 0 and again.seeds == [0]
+    assert {t: s.mean for t, s in again.scores.items()} == pytest.approx({t: s.mean for t, s in first.scores.items()})
