@@ -137,7 +137,8 @@ class Workspace:
         try:
             repo.head.commit
         except ValueError:
-            raise WorkspaceError(f"{path}: the git repository has no commits; the workspace is corrupt") from None
+            raise WorkspaceError(f"{path}: the git repository has no commits (an interrupted `archer init`?); "
+                                 "remove the folder and run `archer init` again") from None
         try:
             config = load_config(path / CONFIG)
         except ConfigError as e:
@@ -195,11 +196,13 @@ class Workspace:
         tracked = (CANDIDATES, RESULTS, REVERTED)
         dirty = self.repo.git.status("--porcelain", "--untracked-files=all", "--", *tracked)
         if dirty.strip():
+            kept = self._keep_copies([line[3:] for line in dirty.splitlines() if len(line) > 3])
             self.repo.git.reset("-q")
             in_head = set(self.repo.git.ls_tree("--name-only", "HEAD").split())
             self.repo.git.checkout("-q", "HEAD", "--", *[p for p in tracked if p in in_head])
             self.repo.git.clean("-q", "-f", "-d", "--", CANDIDATES)
-            fixed.append("discarded uncommitted changes: " + "; ".join(dirty.strip().splitlines()[:5]))
+            fixed.append(f"rolled back uncommitted changes to the last commit (copies kept in {kept}): "
+                         + "; ".join(dirty.strip().splitlines()[:5]))
         self._folders = self._rows = self._reverted = None
         committed = set(self.repo.git.ls_tree("--name-only", "HEAD", f"{CANDIDATES}/").split())
         for folder in self._scan().values():
@@ -219,6 +222,18 @@ class Workspace:
             self._commit([RESULTS], "results.csv regenerated from the candidates (it was out of step)")
             fixed.append("regenerated results.csv")
         return fixed
+
+    def _keep_copies(self, paths: list[str]) -> Path:
+        """Copy uncommitted files to .archer/recovered/<time>/ before a repair rolls them back."""
+        stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%f")
+        dest = self.path / STATE / "recovered" / stamp
+        for rel in paths:
+            rel = rel.strip('"').split(" -> ")[-1]
+            src = self.path / rel
+            if src.is_file():
+                (dest / rel).parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(src, dest / rel)
+        return dest.relative_to(self.path)
 
     def _scan(self) -> dict[int, str]:
         if self._folders is None:

@@ -198,3 +198,13 @@ def test_updating_with_unchanged_content_makes_no_empty_commit(ws):
     before = len(ws.commits_of(0))
     ws.update(ws.get(0))
     assert len(ws.commits_of(0)) == before
+
+
+def test_a_hand_edit_rolled_back_by_repair_is_kept_as_a_copy(ws):
+    report = ws.path / "candidates" / "0000-baseline" / "report.md"
+    report.write_text("my notes\n")
+    reopened = Workspace.open(ws.path)
+    assert reopened.repairs and "recovered" in reopened.repairs[0]
+    assert report.read_text() != "my notes\n"
+    copies = list((ws.path / ".archer" / "recovered").rglob("report.md"))
+    assert [c.read_text() for c in copies] == ["my notes\n"]
