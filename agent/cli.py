@@ -48,16 +48,21 @@ def run_cmd(
     max_hours: Optional[float] = typer.Option(None, help="stop starting new candidates after this many hours"),
     profile: Optional[str] = typer.Option(None, help="smoke | quick | screen | mad | auto (saved in archer.toml)"),
     proposer: Optional[str] = typer.Option(None, help="mutate | llm (saved in archer.toml)"),
+    executor: Optional[str] = typer.Option(None, help="local | ray: where evaluations run (saved in archer.toml)"),
+    address: Optional[str] = typer.Option(None, help="the Ray cluster: auto, or ray://HEAD:10001 (saved)"),
+    gpus: Optional[str] = typer.Option(None, help="local GPUs to use, e.g. 0,1, or all (saved; default all)"),
 ):
     """Search: propose, check, evaluate and record candidates until a budget is spent or Ctrl-C / SIGTERM.
 
-    Running it again resumes exactly where it stopped. Limits not given here come from archer.toml [budget].
+    Running it again resumes exactly where it stopped. Limits not given here come from the budget section of archer.toml.
     """
     from agent.config import BudgetConfig
+    from agent.executor import executor_overrides
     from agent.loop import run_search
 
     overrides = BudgetConfig(candidates=budget, tokens=max_tokens, cost_usd=max_cost, wall_hours=max_hours)
-    summary = run_search(directory, overrides=overrides, profile=profile, proposer=proposer, console=console)
+    summary = run_search(directory, overrides=overrides, profile=profile, proposer=proposer, console=console,
+                         executor=executor_overrides(executor, address, gpus))
     console.print(f"recorded {len(summary.recorded)} candidate{'s' if len(summary.recorded) != 1 else ''}; "
                   f"{summary.stopped}", highlight=False)
     if summary.signal is not None:

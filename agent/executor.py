@@ -160,6 +160,24 @@ class LocalExecutor:
         self.close()
 
 
+def executor_overrides(kind: str | None = None, address: str | None = None,
+                       gpus: str | None = None) -> ExecutorConfig | None:
+    """The [executor] fields given on the command line (`--gpus 0,1`, or `all`), others left unset."""
+    fields: dict = {}
+    if kind is not None:
+        if kind not in ("local", "ray"):
+            raise ConfigError(f"--executor {kind}: expected local or ray")
+        fields["kind"] = kind
+    if address is not None:
+        fields["address"] = address
+    if gpus is not None:
+        try:
+            fields["gpus"] = None if gpus == "all" else [int(g) for g in gpus.split(",") if g.strip()]
+        except ValueError:
+            raise ConfigError(f"--gpus {gpus}: expected GPU indices such as 0,1 (or all)") from None
+    return ExecutorConfig(**fields) if fields else None
+
+
 def make_executor(config: Config) -> Executor:
     """The executor archer.toml [executor] asks for (Ray is imported only when asked for)."""
     ex = config.executor

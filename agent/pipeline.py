@@ -190,7 +190,7 @@ def run_pipelined(ws, proposer, *, progress=None, **kw) -> RunSummary:
     """A PipelinedSearch on the executor archer.toml asks for; work left running by an error is abandoned."""
     executor = make_executor(ws.config)
     if progress is not None:
-        progress.note(f"executor: {executor.describe()}; cascade: {' -> '.join(cascade.stages(ws.config.eval))}")
+        progress.note(f"executor: {executor.describe()}; stages: {' -> '.join(cascade.stages(ws.config.eval))}")
     try:
         return PipelinedSearch(ws, proposer, executor, progress=progress, **kw).run()
     except BaseException:
