@@ -117,36 +117,42 @@ class ParamBank:
     member does not have stay zero and are never reached (inputs never index them, their logits are masked).
     """
 
-    def __init__(self, specs_per_member: list[list[Spec]], seeds: list[int], device: torch.device):
-        self.G = len(seeds)
-        shapes = {}
-        for specs in specs_per_member:
-            for s in specs:
-                shp = shapes.get(s.name, s.shape)
-                shapes[s.name] = tuple(max(a, b) for a, b in zip(shp, s.shape))
-        self.shapes = shapes
-        self.offsets, P = {}, 0
-        for name, shp in shapes.items():
-            self.offsets[name] = (P, P + math.prod(shp))
-            P += math.prod(shp)
-        self.P = P
-        host = torch.zeros(self.G, P)
-        for g, (specs, seed) in enumerate(zip(specs_per_member, seeds)):
-            gen = torch.Generator().manual_seed(int(seed))
-            for s in specs:
-                full = torch.zeros(shapes[s.name])
-                full[tuple(slice(0, n) for n in s.shape)] = _init(s, s.shape, gen)
-                a, b = self.offsets[s.name]
-                host[g, a:b] = full.reshape(-1)
-        self.flat = host.to(device)
-        self.grad = torch.zeros_like(self.flat)
+    def __init__(self, shapes: dict[str, tuple[int, ...]], flat: torch.Tensor):
+        self.shapes, self.flat = shapes, flat
+        self.G = flat.shape[0]
+        self.grad = torch.zeros_like(flat)
         # the views' strides skip the other members: autograd warns, yet accumulates in place as intended
         warnings.filterwarnings("ignore", message="grad and param do not obey the gradient layout contract")
         self.params: dict[str, torch.Tensor] = {}
-        for name, (a, b) in self.offsets.items():
-            p = self.flat[:, a:b].view(self.G, *shapes[name]).detach().requires_grad_(True)
-            p.grad = self.grad[:, a:b].view(self.G, *shapes[name])
+        start = 0
+        for name, shp in shapes.items():
+            end = start + math.prod(shp)
+            p = flat[:, start:end].view(self.G, *shp).detach().requires_grad_(True)
+            p.grad = self.grad[:, start:end].view(self.G, *shp)
             self.params[name] = p
+            start = end
+
+    @classmethod
+    def initialise(cls, specs_per_member: list[list[Spec]], seeds: list[int], device) -> "ParamBank":
+        """Each member initialised on the host from its own seed, exactly as a one-member bank would be."""
+        shapes: dict[str, tuple[int, ...]] = {}
+        for specs in specs_per_member:
+            for s in specs:
+                shapes[s.name] = tuple(max(a, b) for a, b in zip(shapes.get(s.name, s.shape), s.shape))
+        parts = []
+        for specs, seed in zip(specs_per_member, seeds):
+            gen = torch.Generator().manual_seed(int(seed))
+            member = []
+            for s in specs:
+                full = torch.zeros(shapes[s.name])
+                full[tuple(slice(0, n) for n in s.shape)] = _init(s, s.shape, gen)
+                member.append(full.reshape(-1))
+            parts.append(torch.cat(member))
+        return cls(shapes, torch.stack(parts).to(device))
+
+    def select(self, idx: torch.Tensor) -> "ParamBank":
+        """A bank of the members idx (a copy of their current values)."""
+        return ParamBank(self.shapes, self.flat[idx].clone())
 
     def __getitem__(self, name: str) -> torch.Tensor:
         return self.params[name]
@@ -294,13 +300,19 @@ class MADModel:
         self.device = torch.device(device)
         self.G = len(vocabs)
         self.vocab = max(vocabs)
-        self.bank = ParamBank([param_specs(model, v, autoencoder) for v in vocabs], seeds, self.device)
+        self.bank = ParamBank.initialise([param_specs(model, v, autoencoder) for v in vocabs], seeds, self.device)
         mask = torch.zeros(self.G, self.vocab)
         for g, v in enumerate(vocabs):
             mask[g, v:] = MASKED_LOGIT
         self.logit_mask = mask.to(self.device)
         self.mixer = MIXERS[model]
         self._positions: dict[int, torch.Tensor] = {}
+
+    def select(self, idx: torch.Tensor) -> None:
+        """Keep only the members idx (used when stopped members leave a group)."""
+        self.bank = self.bank.select(idx)
+        self.logit_mask = self.logit_mask[idx]
+        self.G = len(idx)
 
     def positions(self, n: int) -> torch.Tensor:
         if n not in self._positions:

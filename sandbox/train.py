@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import torch
@@ -19,7 +20,7 @@ from sandbox.model import CHUNK, MADModel
 
 STOP_ACCURACY = 0.999           # mad-lab's early-stopping threshold
 GRAPH_WARMUP_STEPS = 3          # eager steps on a side stream before capture (they are real steps)
-MAX_GROUP_TOKENS = 2 ** 21      # members x batch x length of one group's training step (memory bound)
+MAX_GROUP_TOKENS = 2 ** 20      # members x batch x length of one group step: ~45 GB of activations on an H100
 MAX_EVAL_TOKENS = 2 ** 22
 
 
@@ -118,6 +119,12 @@ class MemberAdamW:
         self.v = torch.zeros_like(flat)
         self.t = torch.zeros((), dtype=flat.dtype, device=dev)
 
+    def select(self, idx: torch.Tensor, bank) -> None:
+        """Keep the state of members idx, now stepping the parameters of `bank`."""
+        self.flat, self.grad = bank.flat, bank.grad
+        self.m, self.v = self.m[idx], self.v[idx]
+        self.lr, self.wd, self.active = self.lr[idx], self.wd[idx], self.active[idx]
+
     @torch.no_grad()
     def step(self) -> None:
         self.t += 1
@@ -138,42 +145,75 @@ def _stack_padded(parts: list[torch.Tensor], length: int, fill: int) -> torch.Te
     return out
 
 
+def group_data(runs: list[Run], budget: Budget) -> dict:
+    """Train, validation and test splits of every member, padded to the group's length, on the host."""
+    t0 = time.monotonic()
+    length = group_key(runs[0])[1]
+    sizes = {"train": runs[0].setting.num_train_examples, "valid": budget.valid_size,
+             "test": budget.test_size or runs[0].setting.num_test_examples}
+    out: dict = {}
+    for split, n in sizes.items():
+        xs, ys = zip(*(tasks.generate(r.setting, split, n, r.seed) for r in runs))
+        out[split] = (_stack_padded(list(xs), length, 0), _stack_padded(list(ys), length, tasks.IGNORE))
+    out["seconds"] = time.monotonic() - t0
+    return out
+
+
+@dataclass
+class Member:
+    """One run's bookkeeping inside a group."""
+    position: int               # index of the run in the group as given
+    run: Run
+    shuffler: torch.Generator
+    best: float = -1.0
+    best_epoch: int = 0
+    last_epoch: int = 0
+    since: int = 0
+    active: bool = True
+    seconds: float = 0.0
+
+
 class GroupTrainer:
-    """Trains the members of one group to completion and scores their best checkpoints on the test set."""
+    """Trains the members of one group to completion and scores their best checkpoints on the test set.
+
+    When enough members have stopped, they are scored and dropped, so the rest train without their cost.
+    """
 
     def __init__(self, runs: list[Run], model: str, core, budget: Budget, device: torch.device,
-                 execution: Execution, log=print):
+                 execution: Execution, log=print, data: dict | None = None):
         self.runs, self.budget, self.device, self.execution, self.log = runs, budget, device, execution, log
-        self.G = len(runs)
         self.graphs = execution.cuda_graphs and device.type == "cuda"
-        t0 = time.monotonic()
         self.length = group_key(runs[0])[1]
-        self.train = self._data("train", runs[0].setting.num_train_examples)
-        self.valid = self._data("valid", budget.valid_size)
-        self.test = self._data("test", budget.test_size or runs[0].setting.num_test_examples)
-        execution.timings["data_s"] += time.monotonic() - t0
+        data = data if data is not None else group_data(runs, budget)
+        self.train, self.valid, self.test = ((x.to(device), y.to(device)) for x, y in
+                                             (data["train"], data["valid"], data["test"]))
+        execution.timings["data_s"] += data["seconds"]
         self.model = MADModel(model, [tasks.num_classes(r.setting) for r in runs], [r.seed for r in runs],
                               autoencoder=is_autoencoder(runs[0].setting), core=core, device=device)
         bank = self.model.bank
         self.opt = MemberAdamW(bank.flat, bank.grad, [r.lr for r in runs], [r.weight_decay for r in runs])
-        B = budget.batch_size
-        self.x_buf = torch.zeros(self.G, B, self.length, dtype=torch.long, device=device)
+        self.best_flat = bank.flat.clone()
+        self.members = [Member(i, r, torch.Generator().manual_seed(10_000 + r.seed)) for i, r in enumerate(runs)]
+        self.outcomes: dict[int, Outcome] = {}
+        self._side = torch.cuda.Stream(device) if self.graphs else None
+        self._buffers()
+
+    @property
+    def G(self) -> int:
+        return len(self.members)
+
+    def _buffers(self) -> None:
+        """Static input buffers for the current members; any captured graph is dropped."""
+        G, B, L, dev = self.G, self.budget.batch_size, self.length, self.device
+        self.x_buf = torch.zeros(G, B, L, dtype=torch.long, device=dev)
         self.y_buf = torch.full_like(self.x_buf, tasks.IGNORE)
-        self.loss_acc = torch.zeros(self.G, device=device)
-        self.eval_batch = max(1, min(budget.eval_batch, MAX_EVAL_TOKENS // (self.G * self.length)))
-        self.ex_buf = torch.zeros(self.G, self.eval_batch, self.length, dtype=torch.long, device=device)
+        self.loss_acc = torch.zeros(G, device=dev)
+        self.eval_batch = max(1, min(self.budget.eval_batch, MAX_EVAL_TOKENS // (G * L)))
+        self.ex_buf = torch.zeros(G, self.eval_batch, L, dtype=torch.long, device=dev)
         self.ey_buf = torch.full_like(self.ex_buf, tasks.IGNORE)
-        self.counts = metrics.new_counts(self.G, self.model.vocab, device)
-        self.shufflers = [torch.Generator().manual_seed(10_000 + r.seed) for r in runs]
+        self.counts = metrics.new_counts(G, self.model.vocab, dev)
         self._train_graph = self._eval_graph = None
         self._train_warm = self._eval_warm = 0
-        self._side = torch.cuda.Stream(device) if self.graphs else None
-
-    def _data(self, split: str, n: int) -> tuple[torch.Tensor, torch.Tensor]:
-        xs, ys = zip(*(tasks.generate(r.setting, split, n, r.seed) for r in self.runs))
-        x = _stack_padded(list(xs), self.length, 0)
-        y = _stack_padded(list(ys), self.length, tasks.IGNORE)
-        return x.to(self.device), y.to(self.device)
 
     def _fallback(self, err: BaseException) -> None:
         reason = f"{type(err).__name__}: {str(err).strip().splitlines()[0] if str(err).strip() else ''}"[:300]
@@ -233,8 +273,8 @@ class GroupTrainer:
         spe = math.ceil(N / B)
         idx = torch.zeros(self.G, spe * B, dtype=torch.long)
         keep = torch.zeros(self.G, spe * B, dtype=torch.bool)
-        for g, gen in enumerate(self.shufflers):
-            idx[g, :N] = torch.randperm(N, generator=gen) + g * N
+        for g, m in enumerate(self.members):
+            idx[g, :N] = torch.randperm(N, generator=m.shuffler) + g * N
             keep[g, :N] = True
         idx = idx.view(self.G, spe, B).transpose(0, 1).contiguous()
         keep = keep.view(self.G, spe, B).transpose(0, 1).contiguous()
@@ -253,19 +293,62 @@ class GroupTrainer:
             self._replay("eval")
         return (metrics.macro_accuracy(self.counts).tolist(), metrics.token_accuracy(self.counts).tolist())
 
+    def _finish(self, which: list[int], spe: int) -> None:
+        """Score the best checkpoints of members `which` (positions in the current group) on the test set."""
+        t0 = time.monotonic()
+        bank = self.model.bank
+        with torch.no_grad():
+            current = bank.flat.clone()
+            bank.flat.copy_(self.best_flat)
+            acc, tok = self.evaluate(self.test)
+            bank.flat.copy_(current)
+        self.execution.timings["eval_s"] += time.monotonic() - t0
+        for g in which:
+            m = self.members[g]
+            o = self.outcomes[m.position] = Outcome(m.run, acc[g], tok[g], m.best, m.last_epoch * spe,
+                                                    m.best_epoch * spe, m.seconds)
+            self.log(f"  {o.run.label}: test acc {o.accuracy:.4f} (token {o.token_accuracy:.4f}), best val "
+                     f"{o.valid_accuracy:.4f} at step {o.best_step}/{o.steps}")
+
+    def _keep(self, which: list[int]) -> None:
+        """Continue with members `which` only: slice data, parameters, optimiser state; recapture later."""
+        idx = torch.tensor(which, device=self.device)
+        self.members = [self.members[g] for g in which]
+        self.train, self.valid, self.test = ((x[idx], y[idx]) for x, y in (self.train, self.valid, self.test))
+        self.model.select(idx)
+        self.opt.select(idx, self.model.bank)
+        self.best_flat = self.best_flat[idx]
+        self._buffers()
+
+    def _end_epoch(self, epoch: int, acc: list[float], losses: list[float]) -> None:
+        improved = []
+        for g, m in enumerate(self.members):
+            if not m.active:
+                improved.append(False)
+                continue
+            if not math.isfinite(losses[g]):
+                raise NonFiniteLoss(f"non-finite training loss in {m.run.label} at epoch {epoch}")
+            m.last_epoch = epoch
+            improved.append(acc[g] > m.best)
+            if improved[-1]:
+                m.best, m.best_epoch, m.since = acc[g], epoch, 0
+            else:
+                m.since += 1
+            if m.best >= STOP_ACCURACY or m.since >= self.budget.patience:
+                m.active = False
+        if any(improved):
+            mask = torch.tensor(improved, device=self.device)[:, None]
+            self.best_flat = torch.where(mask, self.model.bank.flat, self.best_flat)
+        self.opt.active.copy_(torch.tensor([m.active for m in self.members], dtype=torch.float32).view(-1, 1))
+
     def fit(self) -> list[Outcome]:
-        b, G = self.budget, self.G
+        b = self.budget
         N, B = self.train[0].shape[1], b.batch_size
         spe = math.ceil(N / B)
         max_epochs = b.max_epochs if b.max_steps is None else max(1, min(b.max_epochs, b.max_steps // spe))
-        x_flat, y_flat = self.train[0].view(G * N, -1), self.train[1].view(G * N, -1)
-        active = [True] * G
-        best = [-1.0] * G
-        best_epoch, last_epoch, since = [0] * G, [0] * G, [0] * G
-        best_flat = self.model.bank.flat.detach().clone()
-        t_start = time.monotonic()
-        eval_s = 0.0
-        for epoch in range(max_epochs):
+        for epoch in range(1, max_epochs + 1):
+            t0 = time.monotonic()
+            x_flat, y_flat = self.train[0].view(self.G * N, -1), self.train[1].view(self.G * N, -1)
             idx, keep = self._epoch_batches(N, B)
             for s in range(spe):
                 self.x_buf.copy_(x_flat[idx[s]])
@@ -273,45 +356,24 @@ class GroupTrainer:
                 self._replay("train")
             t_eval = time.monotonic()
             acc, _ = self.evaluate(self.valid)
-            eval_s += time.monotonic() - t_eval
             losses = (self.loss_acc / spe).tolist()
             self.loss_acc.zero_()
-            improved = []
-            for g in range(G):
-                if not active[g]:
-                    improved.append(False)
-                    continue
-                if not math.isfinite(losses[g]):
-                    raise NonFiniteLoss(f"non-finite training loss in {self.runs[g].label} at epoch {epoch + 1}")
-                last_epoch[g] = epoch + 1
-                better = acc[g] > best[g]
-                improved.append(better)
-                if better:
-                    best[g], best_epoch[g], since[g] = acc[g], epoch + 1, 0
-                else:
-                    since[g] += 1
-                if best[g] >= STOP_ACCURACY or since[g] >= b.patience:
-                    active[g] = False
-            if any(improved):
-                mask = torch.tensor(improved, device=self.device)[:, None]
-                best_flat = torch.where(mask, self.model.bank.flat, best_flat)
-            self.opt.active.copy_(torch.tensor(active, dtype=torch.float32).view(G, 1))
-            self.log(f"  epoch {epoch + 1} step {(epoch + 1) * spe} loss "
-                     + " ".join(f"{v:.3f}" for v in losses) + " | val " + " ".join(f"{a:.3f}" for a in acc)
-                     + f" | active {sum(active)}/{G}")
-            if not any(active):
+            self._end_epoch(epoch, acc, losses)
+            t_end = time.monotonic()
+            self.execution.timings["train_s"] += t_eval - t0
+            self.execution.timings["eval_s"] += t_end - t_eval
+            for m in self.members:
+                m.seconds += (t_end - t0) / self.G
+            active = [g for g, m in enumerate(self.members) if m.active]
+            self.log(f"  epoch {epoch} step {epoch * spe} loss " + " ".join(f"{v:.3f}" for v in losses)
+                     + " | val " + " ".join(f"{a:.3f}" for a in acc) + f" | active {len(active)}/{self.G}")
+            if not active:
                 break
-        train_s = time.monotonic() - t_start
-        self.execution.timings["train_s"] += train_s - eval_s
-        self.execution.timings["eval_s"] += eval_s
-        with torch.no_grad():
-            self.model.bank.flat.copy_(best_flat)
-        t_test = time.monotonic()
-        test_acc, test_tok = self.evaluate(self.test)
-        self.execution.timings["eval_s"] += time.monotonic() - t_test
-        seconds = (time.monotonic() - t_start) / G
-        return [Outcome(r, test_acc[g], test_tok[g], best[g], last_epoch[g] * spe, best_epoch[g] * spe, seconds)
-                for g, r in enumerate(self.runs)]
+            if len(active) <= 0.75 * self.G and epoch < max_epochs:
+                self._finish([g for g, m in enumerate(self.members) if not m.active], spe)
+                self._keep(active)
+        self._finish(list(range(self.G)), spe)
+        return [self.outcomes[i] for i in range(len(self.runs))]
 
 
 def train_runs(runs: list[Run], model: str, core, budget: Budget, device: torch.device, *,
@@ -323,17 +385,20 @@ def train_runs(runs: list[Run], model: str, core, budget: Budget, device: torch.
     outcomes: dict[int, Outcome] = {}
     position = {id(r): i for i, r in enumerate(runs)}
     groups = plan_groups(runs, batched=batched, batch_size=budget.batch_size)
-    for n, group in enumerate(groups, 1):
-        t0 = time.monotonic()
-        log(f"group {n}/{len(groups)}: {len(group)} member(s), length {group_key(group[0])[1]}: "
-            + "; ".join(r.label for r in group))
-        trainer = GroupTrainer(group, model, core, budget, device, execution, log=log)
-        for o in trainer.fit():
-            outcomes[position[id(o.run)]] = o
-            log(f"  {o.run.label}: test acc {o.accuracy:.4f} (token {o.token_accuracy:.4f}), best val "
-                f"{o.valid_accuracy:.4f} at step {o.best_step}/{o.steps}")
-        execution.groups.append({"members": len(group), "length": group_key(group[0])[1],
-                                 "train_examples": group[0].setting.num_train_examples,
-                                 "seconds": round(time.monotonic() - t0, 3)})
-        del trainer
+    # the next group's data is generated on a host thread while this group trains
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        pending = pool.submit(group_data, groups[0], budget) if groups else None
+        for n, group in enumerate(groups, 1):
+            t0 = time.monotonic()
+            data = pending.result()
+            pending = pool.submit(group_data, groups[n], budget) if n < len(groups) else None
+            log(f"group {n}/{len(groups)}: {len(group)} member(s), length {group_key(group[0])[1]}: "
+                + "; ".join(r.label for r in group))
+            trainer = GroupTrainer(group, model, core, budget, device, execution, log=log, data=data)
+            for o in trainer.fit():
+                outcomes[position[id(o.run)]] = o
+            execution.groups.append({"members": len(group), "length": group_key(group[0])[1],
+                                     "train_examples": group[0].setting.num_train_examples,
+                                     "seconds": round(time.monotonic() - t0, 3)})
+            del trainer, data
     return [outcomes[i] for i in range(len(runs))], execution

@@ -170,3 +170,33 @@ def test_model_init_depends_only_on_member_seed():
     b = MADModel("delta_net", [8], [4], autoencoder=False, core=delta_rule_chunkwise)
     torch.testing.assert_close(a.bank["block0.mixer.w_in"][1], b.bank["block0.mixer.w_in"][0])
     torch.testing.assert_close(a.bank["embed"][1, :8], b.bank["embed"][0])
+
+
+def fake_validation(t, perfect_position):
+    """Validation that calls the member at `perfect_position` perfect at once and lets the others improve."""
+    real = t.evaluate
+    calls = {"n": 0}
+
+    def evaluate(data):
+        if data is not t.valid:
+            return real(data)
+        calls["n"] += 1
+        return ([1.0 if m.position == perfect_position else 0.1 * calls["n"] for m in t.members],
+                [0.0] * t.G)
+    return evaluate
+
+
+def test_stopped_members_leave_the_group_and_the_rest_train_unchanged(monkeypatch):
+    budget = dataclasses.replace(TINY, max_epochs=3, patience=10)
+    runs = [Run(tiny(), 0, 1e-3, 0.0), Run(tiny(vocab_size=10), 1, 1e-3, 0.0)]
+    group = trainer(runs, budget)
+    monkeypatch.setattr(group, "evaluate", fake_validation(group, perfect_position=0))
+    first, second = group.fit()
+    assert group.G == 1, "the stopped member was dropped"
+    assert (first.steps, first.best_step) == (3, 3)
+    assert second.steps == 9
+    alone = trainer([runs[1]], budget)
+    monkeypatch.setattr(alone, "evaluate", fake_validation(alone, perfect_position=-1))
+    only = alone.fit()[0]
+    assert only.accuracy == pytest.approx(second.accuracy, abs=1e-6)
+    assert only.steps == second.steps

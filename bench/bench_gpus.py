@@ -1,0 +1,79 @@
+"""Evaluation throughput on one GPU vs every GPU of the machine: candidates per hour, and the ratio.
+
+The same N evaluations (the baseline naive.py with seeds 0..N-1, so every job costs the same) go
+through agent/executor.py's LocalExecutor twice: once with the slots of GPU 0 only, once with the
+slots of all visible GPUs. Each job is a real isolated worker pinned to its GPU.
+    .venv/bin/python bench/bench_gpus.py                      # quick profile, N = 2 x GPUs
+    .venv/bin/python bench/bench_gpus.py --profile smoke --cpu-slots 2 --candidates 2   # dry run, no GPU
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from agent.executor import Job, LocalExecutor, visible_gpus  # noqa: E402
+
+BASELINE = (Path(__file__).resolve().parent.parent / "sandbox" / "naive.py").read_text()
+
+
+def measure(slots: list[str | None], jobs: list[Job]) -> dict:
+    """Run every job on these slots; wall time, statuses and per-job seconds."""
+    t0 = time.monotonic()
+    with LocalExecutor(slots) as ex:
+        results = [f.result() for f in [ex.submit(j) for j in jobs]]
+    wall = time.monotonic() - t0
+    ok = [r for r in results if r.status == "ok"]
+    return {"slots": len(slots), "gpus": sorted({s for s in slots if s is not None}), "candidates": len(jobs),
+            "ok": len(ok), "statuses": sorted({r.status for r in results}), "wall_s": wall,
+            "per_hour": len(jobs) / wall * 3600, "job_s": statistics.mean(r.timings.get("total_s", 0.0) for r in results),
+            "gpu": next((r.environment.get("gpu", "") for r in ok), ""),
+            "failures": [f"{r.status}: {r.reason}: {r.message}" for r in results if r.status != "ok"][:3]}
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--profile", default="quick", help="the evaluation profile (default quick)")
+    ap.add_argument("--candidates", type=int, default=None, help="evaluations per run (default 2 x GPUs)")
+    ap.add_argument("--per-gpu", type=int, default=1, help="evaluations at once on one GPU")
+    ap.add_argument("--timeout", type=float, default=3600.0, help="wall-clock limit of one evaluation, s")
+    ap.add_argument("--cpu-slots", type=int, default=0, help="no GPU: compare 1 CPU slot with this many")
+    ap.add_argument("--json", type=Path, default=None, help="also write the measurements here")
+    args = ap.parse_args(argv)
+
+    if args.cpu_slots:
+        one, every, device = [None], [None] * args.cpu_slots, "cpu"
+    else:
+        gpus = visible_gpus()
+        if not gpus:
+            print("bench_gpus: no GPU visible (use --cpu-slots K for a dry run on the CPU)", file=sys.stderr)
+            return 2
+        one = [gpus[0]] * args.per_gpu
+        every = [g for g in gpus for _ in range(args.per_gpu)]
+        device = "cuda"
+    n = args.candidates or 2 * len(every)
+    jobs = [Job(key=f"bench-{i}", code=BASELINE, profile=args.profile, seeds=(i,), device=device,
+                timeout_s=args.timeout) for i in range(n)]
+    runs = [measure(one, jobs), measure(every, jobs)]
+    base = runs[0]["per_hour"]
+    print(f"profile {args.profile}, {n} evaluations of the baseline (seeds 0..{n - 1}), device {runs[0]['gpu'] or device}")
+    print("| slots | GPUs | candidates | ok | wall s | s per job | candidates/hour | ratio |")
+    print("|---|---|---|---|---|---|---|---|")
+    for r in runs:
+        print(f"| {r['slots']} | {','.join(r['gpus']) or 'cpu'} | {r['candidates']} | {r['ok']} | {r['wall_s']:.1f} | "
+              f"{r['job_s']:.1f} | {r['per_hour']:.1f} | {r['per_hour'] / base:.2f} |")
+    for r in runs:
+        for line in r["failures"]:
+            print(f"failed ({r['slots']} slots): {line}")
+    if args.json is not None:
+        args.json.write_text(json.dumps({"profile": args.profile, "runs": runs}, indent=1))
+    return 0 if all(r["ok"] == r["candidates"] for r in runs) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

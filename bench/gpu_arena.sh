@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# The GPU measurements, one stage per argument, run from the repo root on the device machine:
+#   bench/gpu_arena.sh env smoke step screen
+# Logs and result JSON go to $OUT (default /tmp/archer-out); each stage prints a short table last.
+# Stages: env (GPU, torch), smoke (worker end to end on CUDA), step (ms/step: eager vs graphs vs members),
+# screen (delta_net baseline, one seed; SCREEN_LIMIT seconds at most), quick3 (quick, 3 seeds, the three
+# models), eval (bench_eval.py: one quick evaluation eager vs graphs), throughput (bench_throughput.py).
+set -uo pipefail
+export PYTHONUNBUFFERED=1
+OUT=${OUT:-/tmp/archer-out}
+mkdir -p "$OUT"
+worker() { python3 -m sandbox eval --candidate sandbox/naive.py --device cuda "$@"; }
+for stage in "$@"; do
+  echo "=== $stage"
+  case $stage in
+    env) nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
+         python3 -c "import torch, triton; print('torch', torch.__version__, 'cuda', torch.version.cuda, 'triton', triton.__version__)";;
+    smoke) worker --profile smoke --out "$OUT/smoke.json" > "$OUT/smoke.log" 2>&1
+           python3 bench/summarize.py "$OUT/smoke.json";;
+    step) python3 bench/bench_step.py --out "$OUT/step.json";;
+    core) python3 bench/bench_core.py;;
+    screen) /usr/bin/time -f "screen wall %e s" timeout "${SCREEN_LIMIT:-3000}" \
+              python3 -m sandbox eval --candidate sandbox/naive.py --device cuda --profile screen \
+              --out "$OUT/screen.json" > "$OUT/screen.log" 2>&1
+            grep -h "test acc" "$OUT/screen.log" | sed 's/^ *//' | cut -c1-150 | tail -70
+            python3 bench/summarize.py "$OUT/screen.json";;
+    quick3) for m in delta_net gated_delta_net transformer; do
+              worker --profile quick --model "$m" --seeds 0,1,2 --out "$OUT/quick_$m.json" > "$OUT/quick_$m.log" 2>&1
+            done
+            python3 bench/summarize.py "$OUT"/quick_*.json;;
+    eval) python3 bench/bench_eval.py --out "$OUT/bench_eval.json";;
+    throughput) python3 bench/bench_throughput.py --out "$OUT/bench_throughput.json";;
+    *) echo "unknown stage $stage"; exit 2;;
+  esac
+done
