@@ -212,6 +212,18 @@ def check_determinism(fn, device):
                                                  f"(by {(a - b).abs().max().item():.3g}): keep no state between calls")
 
 
+def adam_step(params: dict, moments: dict, step: int, lr: float, betas=(0.9, 0.999), eps=1e-8) -> None:
+    """Plain Adam, written out: torch.optim's first use imports torch._dynamo (seconds per worker)."""
+    with torch.no_grad():
+        for name, p in params.items():
+            m, v = moments.setdefault(name, (torch.zeros_like(p), torch.zeros_like(p)))
+            m.mul_(betas[0]).add_(p.grad, alpha=1 - betas[0])
+            v.mul_(betas[1]).addcmul_(p.grad, p.grad, value=1 - betas[1])
+            denom = (v / (1 - betas[1] ** step)).sqrt_().add_(eps)
+            p.addcdiv_(m, denom, value=-lr / (1 - betas[0] ** step))
+            p.grad = None
+
+
 def check_trains(fn, device, steps: int = 40):
     """A small layer around the candidate learns a causal running mean: the loss must fall by 30%."""
     g = torch.Generator().manual_seed(10)
@@ -222,13 +234,13 @@ def check_trains(fn, device, steps: int = 40):
     params = {name: (torch.randn(D, D, generator=g) / math.sqrt(D)).to(device).requires_grad_()
               for name in ("q", "k", "v", "o")}
     params["beta"] = (torch.randn(D, H, generator=g) / math.sqrt(D)).to(device).requires_grad_()
-    optimiser = torch.optim.Adam(params.values(), lr=3e-2)
+    moments: dict = {}
 
     def heads(t):
         return t.view(B, L, H, D // H).transpose(1, 2)
 
     losses = []
-    for _ in range(steps):
+    for step in range(1, steps + 1):
         q = F.normalize(heads(x @ params["q"]), dim=-1)
         k = F.normalize(heads(x @ params["k"]), dim=-1)
         beta = torch.sigmoid(x @ params["beta"]).transpose(1, 2)
@@ -236,9 +248,10 @@ def check_trains(fn, device, steps: int = 40):
         loss = F.mse_loss(o.transpose(1, 2).reshape(B, L, D) @ params["o"], target)
         if not torch.isfinite(loss):
             raise CandidateFailed("trains", f"the training loss became {loss.item()} after {len(losses)} steps")
-        optimiser.zero_grad()
         loss.backward()
-        optimiser.step()
+        if any(p.grad is None for p in params.values()):
+            raise CandidateFailed("trains", "a projection feeding the candidate received no gradient")
+        adam_step(params, moments, step, lr=3e-2)
         losses.append(loss.item())
     start, end = losses[0], sum(losses[-5:]) / 5
     if not end < 0.7 * start:

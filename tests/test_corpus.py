@@ -18,7 +18,7 @@ GPU_CASES = [c for c in CASES if c.gpu]
 CANARY = "sk-canary-corpus-0123456789"
 BASELINE = Path(__file__).resolve().parent.parent / "sandbox" / "naive.py"
 HANGING_TIMEOUT_S = 40     # wall clock for cases expected to hang; their CPU time is capped lower
-HANGING_CPU_S = 15
+HANGING_CPU_S = 10
 TIMEOUT_S = 300            # for the others, which end on their own
 
 
@@ -76,3 +76,10 @@ def test_whole_corpus_ends_contained_and_the_next_candidate_evaluates(monkeypatc
 @pytest.mark.parametrize("case", GPU_CASES, ids=[c.name for c in GPU_CASES])
 def test_gpu_case_ends_contained(case):
     assert_outcome(case, evaluate(case, device="cuda"))
+
+
+@pytest.mark.gpu
+def test_baseline_passes_the_checks_on_the_gpu_inside_the_isolation():
+    result = run_isolated(BASELINE, device="cuda", extra_args=("--checks-only",), timeout_s=TIMEOUT_S)
+    assert result["status"] == "ok", result["message"] + result["log_tail"]
+    assert result["execution"]["device"] == "cuda"

@@ -160,3 +160,31 @@ def test_worker_result_comes_over_the_pipe_and_nothing_is_left_behind(monkeypatc
     assert not Path(info["workdir"]).exists()
     assert not Path(f"/proc/{info['pid']}").exists()
     assert "sk-canary-isolation" not in json.dumps(result)
+
+
+def test_watchdog_kills_the_process_group_past_the_memory_limit():
+    hog = "import time\nblock = bytearray(400 << 20)\ntime.sleep(120)\n"
+    proc = subprocess.Popen([sys.executable, "-c", hog], start_new_session=True)
+    rc, killed_for = isolation.watch(proc, timeout_s=120, memory_bytes=200 << 20)
+    assert (rc, killed_for) == (None, "memory")
+    assert not live_members(proc.pid)
+
+
+def test_timeout_kills_every_process_of_the_group():
+    proc = subprocess.Popen(["sh", "-c", "sleep 300 & sleep 300 & wait"], start_new_session=True)
+    rc, killed_for = isolation.watch(proc, timeout_s=1, memory_bytes=1 << 40)
+    assert (rc, killed_for) == (None, "timeout")
+    assert not live_members(proc.pid)
+
+
+def live_members(pgid: int) -> list[int]:
+    """Processes of the group that are still running (killed ones may linger as zombies until reaped)."""
+    members = []
+    for entry in Path("/proc").iterdir():
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if int(fields[2]) == pgid and fields[0] != "Z":
+            members.append(int(entry.name))
+    return members
