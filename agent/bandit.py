@@ -1,10 +1,9 @@
 """A generic multi-armed bandit: Gaussian Thompson sampling over rewards per unit cost.
 
-Arms are hashable names (transformations, endpoints). Every arm is tried once before any is
-repeated; each arm's mean reward is drawn from a normal posterior (pooled noise, a prior mean per
-arm, 0 unless given, worth `prior_weight` observations) and divided by its mean cost, and the
-largest draw wins, among the untried arms while there are any. Nothing is stored: the state is rebuilt by replaying `update` over the records
-(`Bandit.from_observations`). Deterministic given the seed. Tested by tests/test_bandit.py.
+Untried arms go first; each arm's mean reward is drawn from a normal posterior (pooled noise, a prior
+mean per arm worth `prior_weight` observations) and divided by its mean cost; the largest draw wins.
+Rebuilt by replaying records (`from_observations`); deterministic given the seed. Tested by
+tests/test_bandit.py.
 """
 from __future__ import annotations
 

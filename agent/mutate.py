@@ -1,11 +1,9 @@
 """The `mutate` proposer: the embedded default that needs no network.
 
-Applies one to `max_mutations` transformations of agent/mutations.py to the parent's code, chosen
-by a bandit whose rewards are the measured improvements of earlier children over their parents
-(rebuilt from ctx.records on every call, so a restarted search resumes exactly), never repeats an
-earlier fingerprint, and writes the bilingual rationale from prompts/mutate/ with the real table.
-Tested by tests/test_mutate.py.
-"""
+Applies 1..max_mutations transformations (agent/mutations.py) to the parent's code, or undoes one it
+carries, chosen by a bandit over the measured gains of earlier children (rebuilt from ctx.records on
+every call: exact resume); never repeats a fingerprint; rationale from prompts/mutate/ and the real
+table. Tested by tests/test_mutate.py."""
 from __future__ import annotations
 
 import hashlib
@@ -212,7 +210,8 @@ class MutateProposer:
         in `code` (except those in `avoid`), the one with the lowest estimated reward first."""
         if isinstance(t, Removal):
             names = [n for n in UNDO.blocks(code) if n not in avoid]
-            return [{"name": n} for n in sorted(names, key=lambda n: (bandit.estimate(n) if n in bandit.stats else 0.0, n))]
+            estimate = {n: bandit.estimate(n) if n in bandit.stats else 0.0 for n in names}
+            return [{"name": n} for n in sorted(names, key=lambda n: (estimate[n], n))]
         labels = [label(t.name, p) for p in t.grid]
         observations = [(lab, tr.reward, 1.0) for tr in history for lab in tr.labels if lab in labels]
         if not observations:
@@ -244,10 +243,11 @@ class MutateProposer:
                      "status": tr.child.status} for tr in history if tr.parent.id == parent.id]
         values = dict(
             parent=_row(parent), best=_row(best), baseline=_row(ctx.baseline),
-            best_per_task=[{"title": TASK_TITLES[k], "value": v} for k, v in ctx.best_per_task.items() if k in TASK_TITLES],
+            best_per_task=[{"title": TASK_TITLES[k], "value": v} for k, v in ctx.best_per_task.items()
+                           if k in TASK_TITLES],
             n_scored=len(scored), n_failed=sum(r.status in FAILED for r in ctx.records), transforms=transforms,
             predicted=[{"title": TASK_TITLES[k], "parent": parent.scores[k].mean, "predicted": v,
-                        "delta": v - parent.scores[k].mean} for k, v in predicted.items()],
+                        "delta": round(v - parent.scores[k].mean, 4) + 0.0} for k, v in predicted.items()],
             lessons=lessons, siblings=siblings, already=applied(ctx.parent_code),
             repair_notes=list(self.notes[parent.id]), n_trials=len(history),
         )

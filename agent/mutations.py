@@ -4,7 +4,8 @@ Each transformation inserts a few lines at a site found in the syntax tree of
 `delta_rule_chunkwise` (the prologue on the raw inputs, after the delta, after the intra-chunk
 attention, around the state update), keeps the rest of the file as written, and tags what it
 inserts with a `# mutate: name(params)` comment line so that combining and re-applying stay safe.
-A transformation whose site is missing in a parent is skipped. Tested by tests/test_mutate.py.
+A transformation whose site is missing in a parent is skipped; `undo` removes an intact tagged
+block again. Tested by tests/test_mutate.py.
 """
 from __future__ import annotations
 

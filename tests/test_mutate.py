@@ -275,7 +275,8 @@ def test_undo_drops_the_transformation_with_the_weakest_record():
     softmax, floor = BY_NAME["intra_chunk_softmax"], BY_NAME["beta_floor"]
     code = floor.apply(softmax.apply(BASELINE, {"temperature": 1.0}), {"floor": 0.1})
     records = [BASE,
-               candidate(1, "s", 0, shifted(BASELINE_SCORES, memorize=0.3), mutations=["intra_chunk_softmax(temperature=1.0)"]),
+               candidate(1, "s", 0, shifted(BASELINE_SCORES, memorize=0.3),
+                         mutations=["intra_chunk_softmax(temperature=1.0)"]),
                candidate(2, "f", 0, shifted(BASELINE_SCORES, compress=-0.12), mutations=["beta_floor(floor=0.25)"]),
                candidate(3, "sf", 1, shifted(BASELINE_SCORES, memorize=0.3, compress=-0.06),
                          mutations=["beta_floor(floor=0.1)"])]
