@@ -313,8 +313,8 @@ def check_mutation(tree: ast.Module) -> CheckResult:
                 line = f"line {getattr(sub, 'lineno', node.lineno if hasattr(node, 'lineno') else '?')}: "
                 if isinstance(sub, ast.Attribute) and isinstance(sub.ctx, (ast.Store, ast.Del)):
                     return fail("mutation", "static.module_mutation",
-                                f"{line}assignment to attribute `{dotted(sub)}` is not allowed "
-                                "(candidates may not set attributes; compute new tensors instead)")
+                                f"{line}assignment to attribute `{dotted(sub)}` is not allowed (candidates may "
+                                "not set attributes; compute new tensors, or use ctx.save_for_backward)")
                 if isinstance(sub, ast.Subscript) and isinstance(sub.ctx, (ast.Store, ast.Del)):
                     root = root_name(sub)
                     if root in shared:
