@@ -37,14 +37,15 @@ RICH_ROWS = 300   # above this many rows `archer log` prints plain text: a rich 
 
 def log_view(ws: Workspace, *, status: list[str] | None = None, proposer: str | None = None,
              min_mean: float | None = None, sort: str = "id", descending: bool | None = None,
-             limit: int | None = None) -> Table | Text:
+             limit: int | None = None, plain: bool = False) -> Table | Text:
+    """The results table; plain text when asked (pipes) or when it has more than RICH_ROWS rows."""
     df = ws.results()
     shown = table.select(df, status=status, proposer=proposer, min_mean=min_mean, sort=sort_key(sort),
                          descending=descending, limit=limit)
     reverted = len(ws.reverted())
     title = (f"{ws.path.name}: {len(shown)} of {len(df)} candidates"
              + (f" ({reverted} reverted, not shown)" if reverted else ""))
-    if len(shown) > RICH_ROWS:
+    if plain or len(shown) > RICH_ROWS:
         return Text(f"{title}\n{table.plain_text(shown)}")
     return table.rich_table(shown, title=title)
 

@@ -114,7 +114,7 @@ def plain_text(df: pd.DataFrame) -> str:
     """A selected frame (see `select`) as fixed-width text: fast for thousands of rows, and for pipes."""
     def left(col: pd.Series, title: str) -> pd.Series:
         col = col.astype(str)
-        return col.str.ljust(max(col.str.len().max() if len(col) else 0, len(title)))
+        return col.str.ljust(int(max(col.str.len().max() if len(col) else 0, len(title))))
 
     out = pd.DataFrame({"id": df["id"].map("{:04d}".format), "name": left(df["name"], "name")})
     for c in TASK_COLUMNS:

@@ -89,6 +89,8 @@ def main() -> None:
         with open("/dev/null", "w") as sink:
             timed("archer log (all rows, new process, imports included)",
                   lambda: subprocess.run([*archer, "log", str(root)], cwd=ROOT, stdout=sink, check=True))
+            timed("archer status (new process)",
+                  lambda: subprocess.run([*archer, "status", str(root)], cwd=ROOT, stdout=sink, check=True))
             timed("archer log --sort mean -n 20 (new process)",
                   lambda: subprocess.run([*archer, "log", str(root), "--sort", "mean", "-n", "20"], cwd=ROOT,
                                          stdout=sink, check=True))

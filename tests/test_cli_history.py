@@ -76,11 +76,12 @@ def test_log_lists_candidates_with_scores_delta_and_status(ws):
     assert "baseline" not in invoke("log", ws.path, "--min-mean", "0.55").output
 
 
-def test_log_prints_plain_text_when_there_are_many_rows(ws, monkeypatch):
-    monkeypatch.setattr("agent.review.RICH_ROWS", 2)
+def test_log_prints_plain_text_when_piped_and_a_rich_table_on_request(ws):
     lines = invoke("log", ws.path).output.splitlines()
     assert lines[0] == "ws: 4 of 4 candidates" and lines[1].split()[:3] == ["id", "name", "Compress"]
     assert lines[4].split()[:2] == ["0002", "leaky"] and "-0.008" in lines[4]
+    rich = invoke("log", ws.path, "--rich").output
+    assert "Δparent" in rich and "CR" in rich.split() and "tanh_on_error" in rich
 
 
 def test_log_with_an_unknown_sort_is_a_one_line_error(ws):
