@@ -140,12 +140,14 @@ def log_cmd(
     sort: str = typer.Option("id", help="id | mean | a task (compress, memorize, 'fuzzy recall'...)"),
     desc: Optional[bool] = typer.Option(None, "--desc/--asc", help="order (default: id ascending, scores descending)"),
     limit: Optional[int] = typer.Option(None, "--limit", "-n", help="show at most this many rows (latest or best)"),
+    plain: Optional[bool] = typer.Option(None, "--plain/--rich", help="plain text (default when piped) or a table"),
 ):
     """The results table in search order: per-task scores, mean, spread, difference from parent, status."""
     from agent.review import log_view
 
-    console.print(log_view(_open(directory), status=status, proposer=proposer, min_mean=min_mean, sort=sort,
-                           descending=desc, limit=limit))
+    view = log_view(_open(directory), status=status, proposer=proposer, min_mean=min_mean, sort=sort,
+                    descending=desc, limit=limit, plain=not sys.stdout.isatty() if plain is None else plain)
+    console.print(view, soft_wrap=True)
 
 
 @app.command("show")
