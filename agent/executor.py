@@ -3,53 +3,19 @@
 A `Job` is one evaluation (code, profile, seeds; a key naming who asked); an `Executor` runs jobs and
 answers each with a future of its `EvalResult`, which only the one controller reads and records.
 `LocalExecutor` runs isolated workers on this machine, one per slot (GPUs x per_gpu, each worker pinned
-to its GPU by CUDA_VISIBLE_DEVICES; one slot without a GPU); `agent/ray_executor.py` runs the same
+to its GPU by CUDA_VISIBLE_DEVICES; one slot without a GPU; the pool is agent/slots.py); `agent/ray_executor.py` runs the same
 workers as Ray tasks. Tested by tests/test_executor.py (real workers, injected runs for scheduling).
 """
 from __future__ import annotations
 
-import os
-import threading
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from concurrent.futures import Future
 from typing import Protocol
 
-from agent.config import Config, EvalConfig, ExecutorConfig
+from agent.config import Config, ExecutorConfig
 from agent.errors import ConfigError
 from agent.records import EvalResult
-from sandbox.isolation import kill_group, run_isolated
-
-
-@dataclass(frozen=True)
-class Job:
-    key: str                       # who asked, e.g. "cand-0007:quick"
-    code: str
-    profile: str
-    seeds: tuple[int, ...]
-    model: str = "delta_net"
-    device: str = "auto"
-    timeout_s: float = 3600.0
-
-    @classmethod
-    def of(cls, key: str, code: str, config: EvalConfig, *, profile: str | None = None,
-           seeds: list[int] | None = None) -> "Job":
-        """The job evaluate_code would run for this code under `config`."""
-        return cls(key=key, code=code, profile=profile or config.profile, seeds=tuple(seeds or config.seeds),
-                   model=config.model, device=config.device, timeout_s=config.timeout_s)
-
-    def isolated_kwargs(self) -> dict:
-        """Keyword arguments of sandbox.isolation.run_isolated (plain values: they travel to Ray nodes)."""
-        return dict(profile=self.profile, seeds=list(self.seeds), model=self.model, device=self.device,
-                    timeout_s=self.timeout_s)
-
-
-RunJob = Callable[[Job, "str | None", Callable[[int], None]], dict]
-
-
-def run_job(job: Job, gpu: str | None, on_start: Callable[[int], None]) -> dict:
-    """The worker's raw result for `job`, pinned to `gpu` (a CUDA_VISIBLE_DEVICES value) when given."""
-    return run_isolated(job.code, gpu=gpu, on_start=on_start, **job.isolated_kwargs())
+from agent.slots import Job, RunJob, SlotPool, run_job, visible_gpus  # noqa: F401  (re-exported)
 
 
 class Executor(Protocol):
@@ -66,15 +32,6 @@ class Executor(Protocol):
 
     def close(self) -> None:
         """Wait for the running jobs and release the slots."""
-
-
-def visible_gpus() -> list[str]:
-    """The GPUs this process may use, as CUDA_VISIBLE_DEVICES values for its workers."""
-    listed = os.environ.get("CUDA_VISIBLE_DEVICES")
-    if listed is not None:
-        return [g.strip() for g in listed.split(",") if g.strip() and g.strip() != "-1"]
-    import torch
-    return [str(i) for i in range(torch.cuda.device_count())]
 
 
 def local_slots(config: ExecutorConfig, device: str, gpus: list[str] | None = None) -> list[str | None]:
@@ -97,67 +54,22 @@ def local_slots(config: ExecutorConfig, device: str, gpus: list[str] | None = No
     return [gpu for gpu in visible for _ in range(config.per_gpu)]
 
 
-class LocalExecutor:
-    """A pool of slots on this machine; each job takes a free slot, runs its worker there, and frees it."""
+class LocalExecutor(SlotPool):
+    """Evaluations on this machine's slots: each job takes a free slot, runs its worker there, frees it."""
 
     def __init__(self, slots: list[str | None], run: RunJob = run_job):
         if not slots:
             raise ConfigError("the local executor needs at least one slot")
-        self.slots = len(slots)
-        self.devices = list(slots)
+        super().__init__(slots)
         self._run = run
-        self._free = list(slots)
-        self._lock = threading.Lock()
-        self._workers: set[int] = set()
-        self._cancelled = False
-        self._pool = ThreadPoolExecutor(max_workers=len(slots), thread_name_prefix="archer-eval")
 
     def submit(self, job: Job) -> Future:
-        return self._pool.submit(self._evaluate, job)
+        return self.run_on_slot(lambda gpu, on_start: self._evaluate(job, gpu, on_start))
 
-    def _evaluate(self, job: Job) -> EvalResult:
-        with self._lock:
-            gpu = self._free.pop(0)
-        pids: list[int] = []
-        try:
-            raw = self._run(job, gpu, lambda pid: self._started(pid, pids))
-        finally:
-            with self._lock:
-                self._free.append(gpu)
-                self._workers.difference_update(pids)
-        result = EvalResult.model_validate(raw)
+    def _evaluate(self, job: Job, gpu: str | None, on_start: Callable[[int], None]) -> EvalResult:
+        result = EvalResult.model_validate(self._run(job, gpu, on_start))
         execution = {**result.execution, "executor": "local", "gpu": gpu if gpu is not None else "cpu"}
         return result.model_copy(update={"execution": execution})
-
-    def _started(self, pid: int, pids: list[int]) -> None:
-        with self._lock:
-            pids.append(pid)
-            self._workers.add(pid)
-            cancelled = self._cancelled
-        if cancelled:
-            kill_group(pid)
-
-    def cancel(self) -> None:
-        with self._lock:
-            self._cancelled = True
-            workers = list(self._workers)
-        self._pool.shutdown(wait=False, cancel_futures=True)
-        for pid in workers:
-            kill_group(pid)
-
-    def close(self) -> None:
-        self._pool.shutdown(wait=True)
-
-    def describe(self) -> str:
-        gpus = sorted({d for d in self.devices if d is not None}, key=str)
-        where = f"GPU{'s' if len(gpus) != 1 else ''} {', '.join(gpus)}" if gpus else "the CPU"
-        return f"local, {self.slots} slot{'s' if self.slots != 1 else ''} on {where}"
-
-    def __enter__(self) -> "LocalExecutor":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
 
 
 def executor_overrides(kind: str | None = None, address: str | None = None,

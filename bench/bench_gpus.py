@@ -1,8 +1,9 @@
 """Evaluation throughput on one GPU vs every GPU of the machine: candidates per hour, and the ratio.
 
 The same N evaluations (the baseline naive.py with seeds 0..N-1, so every job costs the same) go
-through agent/executor.py's LocalExecutor twice: once with the slots of GPU 0 only, once with the
-slots of all visible GPUs. Each job is a real isolated worker pinned to its GPU.
+through the LocalExecutor's slot pool (agent/slots.py) twice: once with the slots of GPU 0 only, once
+with the slots of all visible GPUs. Each job is a real isolated worker pinned to its GPU. Needs torch
+only (no pydantic), so it runs with a GPU node's plain python3 from the repository root.
     .venv/bin/python bench/bench_gpus.py                      # quick profile, N = 2 x GPUs
     .venv/bin/python bench/bench_gpus.py --profile smoke --cpu-slots 2 --candidates 2   # dry run, no GPU
 """
@@ -17,7 +18,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from agent.executor import Job, LocalExecutor, visible_gpus  # noqa: E402
+from agent.slots import Job, SlotPool, run_job, visible_gpus  # noqa: E402
 
 BASELINE = (Path(__file__).resolve().parent.parent / "sandbox" / "naive.py").read_text()
 
@@ -25,15 +26,16 @@ BASELINE = (Path(__file__).resolve().parent.parent / "sandbox" / "naive.py").rea
 def measure(slots: list[str | None], jobs: list[Job]) -> dict:
     """Run every job on these slots; wall time, statuses and per-job seconds."""
     t0 = time.monotonic()
-    with LocalExecutor(slots) as ex:
-        results = [f.result() for f in [ex.submit(j) for j in jobs]]
+    with SlotPool(slots) as pool:
+        futures = [pool.run_on_slot(lambda gpu, on_start, j=j: run_job(j, gpu, on_start)) for j in jobs]
+        results = [f.result() for f in futures]
     wall = time.monotonic() - t0
-    ok = [r for r in results if r.status == "ok"]
+    ok = [r for r in results if r["status"] == "ok"]
     return {"slots": len(slots), "gpus": sorted({s for s in slots if s is not None}), "candidates": len(jobs),
-            "ok": len(ok), "statuses": sorted({r.status for r in results}), "wall_s": wall,
-            "per_hour": len(jobs) / wall * 3600, "job_s": statistics.mean(r.timings.get("total_s", 0.0) for r in results),
-            "gpu": next((r.environment.get("gpu", "") for r in ok), ""),
-            "failures": [f"{r.status}: {r.reason}: {r.message}" for r in results if r.status != "ok"][:3]}
+            "ok": len(ok), "wall_s": wall, "per_hour": len(jobs) / wall * 3600,
+            "job_s": statistics.mean(r.get("timings", {}).get("total_s", 0.0) for r in results),
+            "gpu": next((r.get("environment", {}).get("gpu", "") for r in ok), ""),
+            "failures": [f"{r['status']}: {r['reason']}: {r['message']}" for r in results if r["status"] != "ok"][:3]}
 
 
 def main(argv=None) -> int:

@@ -4,15 +4,17 @@ Real isolated workers where the worker is the point; an injected run function (n
 scheduling is: which slot, how many at once, in which order results are recorded.
 """
 import os
+import signal
 import threading
 from pathlib import Path
 
 import pytest
 
 from agent.budget import Budget
-from agent.config import BudgetConfig, ExecutorConfig
+from agent.config import BudgetConfig, ExecutorConfig, load_config
 from agent.errors import ConfigError
-from agent.executor import Job, LocalExecutor, local_slots, run_job
+from agent.executor import Job, LocalExecutor, executor_overrides, local_slots, run_job
+from agent.loop import open_workspace
 from agent.mutate import MutateProposer
 from agent.pipeline import PipelinedSearch
 from agent.progress import Progress
@@ -192,3 +194,35 @@ def test_a_job_the_executor_lost_is_recorded_as_crashed_and_the_search_goes_on(t
     assert lost.status == "crashed" and lost.reasons[0].code == "executor_error"
     assert "node lost" in lost.reasons[0].message and "RuntimeError" in lost.log_tail
     assert fine.status == "ok"
+
+
+def test_first_ctrl_c_finishes_the_evaluations_in_flight_then_stops(tmp_path):
+    ws = new_workspace(tmp_path / "ws", executor={"lookahead": 1})
+    submitted = []
+
+    def run(job, gpu, on_start):
+        submitted.append(job.key)
+        if job.key == "cand-0002:smoke":
+            os.kill(os.getpid(), signal.SIGINT)
+        return fake_run(job, gpu, on_start)
+
+    with LocalExecutor([None, None], run=run) as ex:
+        summary = pipelined(ws, ex, candidates=20)
+    assert summary.signal is None and summary.stopped.startswith("stopped by Ctrl-C")
+    assert summary.recorded == list(range(1, len(submitted)))      # everything submitted was recorded
+    assert len(submitted) - 1 < 20 and ws.journal.pending() == {}
+
+
+def test_executor_options_are_checked_and_saved_in_archer_toml(tmp_path):
+    assert executor_overrides() is None
+    assert executor_overrides("ray", "auto").model_dump(exclude_unset=True) == {"kind": "ray", "address": "auto"}
+    with pytest.raises(ConfigError, match="--executor slurm: expected local or ray"):
+        executor_overrides("slurm")
+    with pytest.raises(ConfigError, match="--gpus first: expected GPU indices"):
+        executor_overrides(gpus="first")
+    new_workspace(tmp_path / "ws", executor={"lookahead": 3})
+    ws = open_workspace(tmp_path / "ws", executor=executor_overrides(gpus="0,1"))
+    assert ws.config.executor == ExecutorConfig(gpus=[0, 1], lookahead=3)
+    assert load_config(tmp_path / "ws" / "archer.toml").executor.gpus == [0, 1]
+    ws = open_workspace(tmp_path / "ws", executor=executor_overrides(gpus="all"))
+    assert ws.config.executor.gpus is None and ws.config.executor.lookahead == 3
