@@ -122,12 +122,16 @@ class Search:
             except Interrupted as e:
                 self.summary.signal = e.signum
                 self._stop = f"{e} received: work in flight abandoned; `archer run` resumes it"
-        self.summary.stopped = self._stop
-        if self.progress is not None:
-            self.progress.finished(self._stop)
+            except ArcherError as e:
+                self._finish(f"error: {e}")
+                raise
+        self._finish(self._stop)
         return self.summary
 
-    # -- stages ---------------------------------------------------------------------------------
+    def _finish(self, reason: str) -> None:
+        self.summary.stopped = reason
+        if self.progress is not None:
+            self.progress.finished(reason)
 
     def _guarded(self, entry: dict) -> bool:
         """Advance one entry to its record; an unexpected error is recorded as a crashed candidate."""
@@ -332,8 +336,6 @@ class Search:
         if endpoint is not None:
             gain = cand.mean - parent.mean if cand.scored and parent.scored else 0.0
             self.proposer.observe(endpoint, gain, self.proposer.cost_of(cand.usage))
-
-    # -- plumbing -------------------------------------------------------------------------------
 
     def _in_flight(self) -> list[dict]:
         """The journal's candidate entries (work left by a stopped run, or queued repairs), by id."""

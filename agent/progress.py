@@ -12,7 +12,7 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-from rich.console import Console, Group
+from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 from rich.text import Text
@@ -107,15 +107,19 @@ class Progress:
 
     def _render(self) -> Table:
         grid = Table.grid(padding=(0, 1))
+        grid.title = self.title
         grid.add_column(style="bold")
         grid.add_column()
         if self.candidate is not None:
             cid, name, parent = self.candidate
             text = f"{cid:04d} {name}".rstrip() + (f"  (parent {parent:04d})" if parent is not None else "")
             grid.add_row("candidate", text)
-        elapsed = time.monotonic() - self.stage_since
-        grid.add_row("stage", Group(Text(" → ".join(
-            f"[{s}]" if s == self.stage_name else s for s in STAGES)), Text(f"{elapsed:.0f} s", style="dim")))
+        stages = Text()
+        for i, s in enumerate(STAGES):
+            stages.append(" → " if i else "")
+            stages.append(s, style="bold reverse" if s == self.stage_name else "dim")
+        stages.append(f"   {time.monotonic() - self.stage_since:.0f} s", style="dim")
+        grid.add_row("stage", stages)
         if self.best is not None:
             grid.add_row("best", f"{self.best.id:04d} {self.best.name}  mean {self.best.mean:.3f}")
         grid.add_row("budget", self.budget.summary())
