@@ -58,7 +58,7 @@ def run_cmd(
     """
     from agent.config import BudgetConfig
     from agent.executor import executor_overrides
-    from agent.loop import run_search
+    from agent.runner import run_search
 
     overrides = BudgetConfig(candidates=budget, tokens=max_tokens, cost_usd=max_cost, wall_hours=max_hours)
     summary = run_search(directory, overrides=overrides, profile=profile, proposer=proposer, console=console,

@@ -8,29 +8,23 @@ recorded twice. Tested by tests/test_loop*.py and tests/test_run_e2e.py.
 """
 from __future__ import annotations
 
-import fcntl
-import os
 import random
 import signal
 import traceback
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from agent import cascade
 from agent.budget import Budget
-from agent.config import BudgetConfig, ExecutorConfig
 from agent.context import build_context
-from agent.errors import ArcherError, ProposalError, WorkspaceError
-from agent.evaluate import evaluate_code
-from agent.executor import wants_pipeline
+from agent.errors import ArcherError, ProposalError
 from agent.history import Workspace, summary_of
 from agent.parents import select_parent
 from agent.progress import Progress
 from agent.proposal import Proposal
 from agent.records import Candidate, CheckFinding, EvalResult, Reason, Usage
-from agent.report import excerpt, render_report
+from agent.report import render_report
 from sandbox.static_checks import check_static, fingerprint, first_failure
 
 Evaluate = Callable[[str], EvalResult]
@@ -304,10 +298,11 @@ class Search:
         if entry.get("result") is not None:
             r = EvalResult.model_validate(entry["result"])
             ok = r.status == "ok"
+            checks += [c for c in r.checks if c.name not in {k.name for k in checks}]
             return cand.model_copy(update=dict(
                 status=r.status, reasons=[] if ok else [Reason(code=r.reason or r.status, message=r.message)],
                 profile=r.profile, model=r.model or cand.model, seeds=r.seeds, scores=r.scores,
-                mean=r.mean if ok else None, std=r.std if ok else 0.0, checks=checks + r.checks,
+                mean=r.mean if ok else None, std=r.std if ok else 0.0, checks=checks,
                 settings=r.settings, timings=r.timings, execution=r.execution, environment=r.environment,
                 log_tail=r.log_tail))
         return cand.model_copy(update=dict(
@@ -393,90 +388,3 @@ class Search:
         finally:
             for s, handler in previous.items():
                 signal.signal(s, handler)
-
-
-def resolve_profile(profile: str) -> str:
-    """"auto": screen where CUDA is available, smoke where it is not."""
-    if profile != "auto":
-        return profile
-    import torch
-    return "screen" if torch.cuda.is_available() else "smoke"
-
-
-def make_proposer(ws: Workspace):
-    """(proposer, kind): the LLM proposer when endpoints are configured for it, else mutate."""
-    config = ws.config
-    if config.proposer.kind == "llm" and config.proposer.endpoints:
-        from agent.llm_proposer import LLMProposer
-        return LLMProposer.from_history(config.proposer, ws.records(), seed=config.seed), "llm"
-    from agent.mutate import MutateProposer
-    return MutateProposer(seed=config.seed, max_mutations=config.proposer.max_mutations), "mutate"
-
-
-@contextmanager
-def run_lock(ws: Workspace) -> Iterator[None]:
-    """One `archer run` per workspace at a time (a flock the kernel drops if the process dies)."""
-    path = ws.path / ".archer" / "run.lock"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a+") as f:
-        try:
-            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            f.seek(0)
-            pid = f.read().strip() or "?"
-            raise WorkspaceError(f"{ws.path}: another `archer run` (pid {pid}) is running on this workspace") from None
-        f.seek(0)
-        f.truncate()
-        f.write(str(os.getpid()))
-        f.flush()
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
-
-
-def open_workspace(path: Path, *, profile: str | None = None, proposer: str | None = None,
-                   executor: ExecutorConfig | None = None) -> Workspace:
-    """The workspace at `path` (created when missing), its profile resolved and saved in archer.toml.
-
-    `executor` holds the fields of [executor] given on the command line (the others are None)."""
-    ws = Workspace.open(path) if (path / "archer.toml").exists() else Workspace.init(path)
-    config = ws.config
-    updated = config.model_copy(deep=True)
-    updated.eval.profile = resolve_profile(profile or config.eval.profile)
-    if proposer is not None:
-        updated.proposer.kind = proposer
-    if executor is not None:
-        updated.executor = updated.executor.model_copy(update=executor.model_dump(exclude_unset=True))
-    if updated != config:
-        ws.save_config(updated)
-    return ws
-
-
-def run_search(path: Path, *, overrides: BudgetConfig = BudgetConfig(), profile: str | None = None,
-               proposer: str | None = None, evaluate: Evaluate | None = None, console=None,
-               live: bool | None = None, executor: ExecutorConfig | None = None) -> RunSummary:
-    """`archer run`: open (or create) the workspace, then search until a limit or a signal stops it.
-
-    Limits set in `overrides` replace those of archer.toml [budget] for this run. Without an injected
-    `evaluate`, a run with GPUs, a cascade or Ray goes through agent/pipeline.py's parallel loop."""
-    ws = open_workspace(Path(path), profile=profile, proposer=proposer, executor=executor)
-    given = overrides.model_dump(exclude_none=True)
-    limits = ws.config.budget.model_copy(update=given)
-    with run_lock(ws):
-        prop, kind = make_proposer(ws)
-        pipelined = evaluate is None and wants_pipeline(ws.config)
-        if evaluate is None and not pipelined:
-            eval_config = ws.config.eval
-            evaluate = lambda code: evaluate_code(code, eval_config)  # noqa: E731
-        budget = Budget(limits)
-        with Progress(ws.path / ".archer", budget, console=console, live=live,
-                      title=f"archer run {ws.path}") as progress:
-            progress.note(f"archer run {ws.path}: profile {ws.config.eval.profile}, proposer {kind}, "
-                          f"budget {budget.summary()}")
-            for fix in ws.repairs:
-                progress.note(f"repaired: {fix}")
-            if pipelined:
-                from agent.pipeline import run_pipelined
-                return run_pipelined(ws, prop, proposer_kind=kind, budget=budget, progress=progress)
-            return Search(ws, prop, evaluate, proposer_kind=kind, budget=budget, progress=progress).run()

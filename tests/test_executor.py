@@ -14,7 +14,7 @@ from agent.budget import Budget
 from agent.config import BudgetConfig, ExecutorConfig, load_config
 from agent.errors import ConfigError
 from agent.executor import Job, LocalExecutor, executor_overrides, local_slots, run_job
-from agent.loop import open_workspace
+from agent.runner import open_workspace
 from agent.mutate import MutateProposer
 from agent.pipeline import PipelinedSearch
 from agent.progress import Progress

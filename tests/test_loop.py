@@ -8,7 +8,8 @@ from agent.config import BudgetConfig
 from agent.context import distill_lessons
 from agent.errors import WorkspaceError
 from agent.history import Workspace
-from agent.loop import Search, run_lock, run_search
+from agent.loop import Search
+from agent.runner import run_lock, run_search
 from agent.mutate import MutateProposer
 from agent.parents import eligible
 from agent.progress import Progress

@@ -149,3 +149,14 @@ def test_token_budget_stops_the_search(tmp_path, server):
                                 lambda parent: reply(proposal_json("costly", code=variant(parent, "0.92"))),
                                 candidates=None, tokens=1)
     assert summary.recorded == [1] and summary.stopped.startswith("budget spent (tokens")
+
+
+def test_a_name_already_taken_gets_a_numeric_suffix_and_the_endpoint_bandit_learns(tmp_path, server):
+    same_name = [lambda parent, f=f: reply(proposal_json("decayed_state", code=variant(parent, f)))
+                 for f in ("0.99", "0.98")]
+    ws = new_workspace(tmp_path / "ws", **llm_sections(server.base_url))
+    server.script(*[r(ws.code(0)) for r in same_name])
+    proposer = LLMProposer(ws.config.proposer, base_delay_s=0.001)
+    Search(ws, proposer, CountingEvaluate(), proposer_kind="llm", budget=Budget(BudgetConfig(candidates=2))).run()
+    assert [c.name for c in ws.records()[1:]] == ["decayed_state", "decayed_state_2"]
+    assert proposer.bandit.stats["fake"].pulls == 2

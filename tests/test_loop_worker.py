@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from agent.budget import Budget
-from agent.config import BudgetConfig, EvalConfig
+from agent.config import BudgetConfig
 from agent.evaluate import evaluate_code
 from agent.llm_proposer import LLMProposer
 from agent.loop import Search
