@@ -8,6 +8,7 @@ reports of realistic length, and code with a diff against the parent.
 from __future__ import annotations
 
 import argparse
+import math
 import random
 import shutil
 import sys
@@ -61,7 +62,8 @@ def synthetic_entries(n: int, seed: int = 0) -> list[SiteEntry]:
         scores, predicted = {}, {}
         if status == "ok":
             for t in TASKS:
-                per = [min(1.0, max(0.0, TARGET[t] + q + rng.gauss(0, 0.02))) for _ in seeds]
+                gain = 0.15 * math.tanh(q / 0.15)          # gains saturate, as they do in a real search
+                per = [min(1.0, max(0.0, TARGET[t] + gain + rng.gauss(0, 0.02))) for _ in seeds]
                 m = sum(per) / len(per)
                 scores[t] = Score(mean=m, std=(sum((p - m) ** 2 for p in per) / 2) ** 0.5, per_seed=per)
                 predicted[t] = min(1.0, max(0.0, m + rng.gauss(0, 0.05)))

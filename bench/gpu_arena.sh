@@ -22,13 +22,13 @@ for stage in "$@"; do
     screen) /usr/bin/time -f "screen wall %e s" timeout "${SCREEN_LIMIT:-3000}" \
               python3 -m sandbox eval --candidate sandbox/naive.py --device cuda --profile screen \
               --out "$OUT/screen.json" > "$OUT/screen.log" 2>&1
-            grep -h "test acc" "$OUT/screen.log" | sed 's/^ *//' | cut -c1-150 | tail -70
-            python3 bench/summarize.py "$OUT/screen.json";;
+            python3 bench/summarize.py "$OUT/screen.json"
+            python3 bench/pick_quick.py "$OUT/screen.json" > "$OUT/pick_quick.txt"; grep -- "->" "$OUT/pick_quick.txt";;
     quick3) for m in delta_net gated_delta_net transformer; do
               worker --profile quick --model "$m" --seeds 0,1,2 --out "$OUT/quick_$m.json" > "$OUT/quick_$m.log" 2>&1
             done
             python3 bench/summarize.py "$OUT"/quick_*.json;;
-    eval) python3 bench/bench_eval.py --out "$OUT/bench_eval.json";;
+    eval) python3 bench/bench_eval.py --out "$OUT/bench_eval.json" 2>&1 | grep -v "^{";;
     throughput) python3 bench/bench_throughput.py --out "$OUT/bench_throughput.json";;
     *) echo "unknown stage $stage"; exit 2;;
   esac

@@ -83,18 +83,19 @@ PROFILES: dict[str, Profile] = {p.name: p for p in (
     Profile(
         name="quick",
         purpose="The cascade's first GPU stage: per task the baseline and its hardest still-learnable "
-                "setting (QUICK_HARD), one (lr, wd), steps capped so one candidate costs about a minute.",
-        settings=_quick_settings(), max_steps=3000),
+                "setting (QUICK_HARD), one (lr, wd), runs capped at 500 steps so a candidate costs about a "
+                "minute per seed on an H100.",
+        settings=_quick_settings(), max_steps=500),
     Profile(
         name="screen",
         purpose="The default for GPU searches: all 66 MAD settings at lr 1e-3, wd 0 (1e-3 beat 5e-4 on "
                 "Memorize in measurement). It spans the whole sweep because at the baseline settings alone "
                 "DeltaNet scores about 1.0 on Memorize and the recall tasks (calibration.md), so a "
-                "baseline-only profile cannot tell candidates apart. Runs are capped at 2,000 steps (MAD: "
-                "up to 20,000): at MAD's full budget the baseline's screen costs about a GPU-hour "
-                "(measured: 71 ms per step at seq_len 1024 on an H100), which a search cannot pay per "
-                "candidate; `mad` keeps the full budget.",
-        settings=tuple(tasks.mad_settings()), max_steps=2000),
+                "baseline-only profile cannot tell candidates apart. Runs are capped at 1,000 steps (MAD: "
+                "up to 20,000): the baseline's step costs 71 ms at seq_len 1024 on an H100 (5 ms at 128) "
+                "and does not get cheaper per member when batched, so at 2,000 steps 9 of the 66 settings "
+                "took 8 minutes; `mad` keeps the full budget.",
+        settings=tuple(tasks.mad_settings()), max_steps=1000),
     Profile(
         name="mad",
         purpose="The full MAD protocol, for verification and published tables: 66 settings x lr {1e-4, "

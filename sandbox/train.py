@@ -366,7 +366,8 @@ class GroupTrainer:
                 m.seconds += (t_end - t0) / self.G
             active = [g for g, m in enumerate(self.members) if m.active]
             self.log(f"  epoch {epoch} step {epoch * spe} loss " + " ".join(f"{v:.3f}" for v in losses)
-                     + " | val " + " ".join(f"{a:.3f}" for a in acc) + f" | active {len(active)}/{self.G}")
+                     + " | val " + " ".join(f"{a:.3f}" for a in acc)
+                     + f" | active {len(active)}/{self.G} | {t_end - t0:.2f} s")
             if not active:
                 break
             if len(active) <= 0.75 * self.G and epoch < max_epochs:

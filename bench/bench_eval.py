@@ -1,0 +1,76 @@
+"""Wall time of one whole evaluation (worker start, checks, data, capture, training) in several modes.
+
+`python3 bench/bench_eval.py [--profile quick] [--seeds 0] [--modes eager-seq,graphs-seq,graphs-batched]
+[--out bench_eval.json]` on a GPU machine, from the repo root. Each mode is one real worker process
+(`python3 -m sandbox eval ...`) scoring sandbox/naive.py; prints wall time, scores and the ratio of each
+mode to the first, then candidates per GPU-hour.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+MODES = {  # name: worker flags
+    "eager-seq": ["--mode", "sequential", "--no-graphs"],
+    "graphs-seq": ["--mode", "sequential"],
+    "graphs-batched": ["--mode", "batched"],
+}
+
+
+def run_mode(mode: str, profile: str, seeds: str, candidate: str, out_dir: Path) -> dict:
+    out = out_dir / f"eval_{profile}_{mode}.json"
+    cmd = [sys.executable, "-m", "sandbox", "eval", "--candidate", candidate, "--profile", profile,
+           "--seeds", seeds, "--device", "cuda", "--out", str(out), *MODES[mode]]
+    t0 = time.monotonic()
+    with open(out_dir / f"eval_{profile}_{mode}.log", "w") as log:
+        rc = subprocess.call(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+    wall = time.monotonic() - t0
+    result = json.loads(out.read_text()) if out.exists() and out.stat().st_size else {"status": f"exit {rc}"}
+    return {"mode": mode, "wall_s": wall, "status": result.get("status"), "mean": result.get("mean"),
+            "scores": {t: s["mean"] for t, s in result.get("scores", {}).items()},
+            "timings": result.get("timings", {}), "cuda_graphs": result.get("execution", {}).get("cuda_graphs")}
+
+
+def measure(modes: list[str], profile: str, seeds: str, candidate: str, out_dir: Path) -> list[dict]:
+    rows = []
+    for mode in modes:
+        rows.append(run_mode(mode, profile, seeds, candidate, out_dir))
+        print(json.dumps(rows[-1]), flush=True)
+    return rows
+
+
+def print_table(rows: list[dict], profile: str, seeds: str) -> None:
+    base = rows[0]["wall_s"]
+    print(f"one `{profile}` evaluation of sandbox/naive.py, seeds {seeds}, one H100 (worker wall time, all included)")
+    print(f"{'mode':16} {'wall s':>8} {'train s':>8} {'capture s':>9} {'x vs ' + rows[0]['mode']:>16} "
+          f"{'cand./GPU-h':>11} {'mean':>6} status")
+    for r in rows:
+        print(f"{r['mode']:16} {r['wall_s']:8.1f} {r['timings'].get('train_s', 0):8.1f} "
+              f"{r['timings'].get('capture_s', 0):9.1f} {base / r['wall_s']:16.2f} {3600 / r['wall_s']:11.1f} "
+              f"{(r['mean'] or 0):6.3f} {r['status']} graphs={r['cuda_graphs']}")
+
+
+def main(default_modes: str = "eager-seq,graphs-seq,graphs-batched") -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--profile", default="quick")
+    ap.add_argument("--seeds", default="0")
+    ap.add_argument("--modes", default=default_modes)
+    ap.add_argument("--candidate", default="sandbox/naive.py")
+    ap.add_argument("--out", default=None, help="write the rows as JSON here")
+    args = ap.parse_args()
+    out_dir = Path(os.environ.get("OUT") or tempfile.mkdtemp())
+    rows = measure(args.modes.split(","), args.profile, args.seeds, args.candidate, out_dir)
+    if args.out:
+        Path(args.out).write_text(json.dumps(rows, indent=1))
+    print_table(rows, args.profile, args.seeds)
+
+
+if __name__ == "__main__":
+    main()
