@@ -151,6 +151,15 @@ class Search:
             return False
 
     def _advance(self, entry: dict) -> None:
+        parent = entry.get("parent")
+        if parent is not None and parent not in self.ws.ids():
+            if entry["stage"] == "propose" and entry.get("proposal") is None:
+                entry["parent"] = self._select_parent(entry["id"]).id
+                self._put(entry)
+            else:
+                self._note(f"{entry['id']:04d} dropped: its parent {parent:04d} was reverted while it was in flight")
+                self.ws.journal.done(key_of(entry["id"]))
+                return
         while True:
             self._checkpoint()
             if entry["stage"] == "propose":
@@ -166,13 +175,17 @@ class Search:
     def _new_entry(self) -> dict:
         id = self.ws.next_id()
         self._stage("select", id)
-        rng = random.Random(f"{self.config.seed}:{id}")
-        parent = select_parent([c for c in self.ws.records() if cascade.complete(c)], self.config.parents, rng)
+        parent = self._select_parent(id)
         entry = {"id": id, "parent": parent.id, "stage": "propose", "proposal": None, "repair": None,
                  "rounds": 0, "duplicate_returned": False, "attempts": [], "usage": Usage().model_dump(),
                  "raw": "", "repair_of": None}
         self._put(entry)
         return entry
+
+    def _select_parent(self, id: int) -> Candidate:
+        """The parent of candidate `id`: the policy's choice, with randomness fixed by the seed and the id."""
+        rng = random.Random(f"{self.config.seed}:{id}")
+        return select_parent([c for c in self.ws.records() if cascade.complete(c)], self.config.parents, rng)
 
     def _baseline_entry(self) -> dict:
         entry = {"id": 0, "parent": None, "stage": "evaluate", "code": self.ws.code(0), "update": True,

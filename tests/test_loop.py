@@ -137,3 +137,18 @@ def test_wall_time_budget_stops_before_any_new_candidate(tmp_path):
     summary = Search(ws, MutateProposer(), fake_evaluate, budget=budget).run()
     assert summary.recorded == [] and "wall time" in summary.stopped
     assert ws.get(0).status == "ok"           # the baseline is still scored first
+
+
+def test_work_in_flight_whose_parent_was_reverted_is_rebased_or_dropped(tmp_path):
+    ws = new_workspace(tmp_path / "ws")
+    search(ws, candidates=1)
+    ws.journal.put("cand-0002", {"id": 2, "parent": 1, "stage": "propose", "proposal": None, "repair": None,
+                                 "rounds": 0, "duplicate_returned": False, "attempts": [], "usage": {},
+                                 "raw": "", "repair_of": None})
+    ws.journal.put("cand-0003", {"id": 3, "parent": 1, "stage": "evaluate", "code": ws.code(1) + "\nZ = 1\n",
+                                 "proposal": None, "attempts": [], "usage": {}, "raw": "", "repair_of": None})
+    ws.revert(1, "found a bug in the evaluation")
+    summary = search(ws, candidates=1)
+    assert summary.recorded == [2] and ws.get(2).parent == 0
+    assert ws.journal.pending() == {} and 3 not in ws.ids()
+    assert "0003 dropped: its parent 0001 was reverted" in (ws.path / ".archer" / "run.log").read_text()
