@@ -13,19 +13,11 @@ from pathlib import Path
 from agent.budget import Budget
 from agent.config import BudgetConfig, ExecutorConfig
 from agent.errors import WorkspaceError
-from agent.evaluate import evaluate_code
+from agent.evaluate import evaluate_code, resolve_profile
 from agent.executor import wants_pipeline
 from agent.history import Workspace
 from agent.loop import Evaluate, RunSummary, Search
 from agent.progress import Progress
-
-
-def resolve_profile(profile: str) -> str:
-    """"auto": screen where CUDA is available, smoke where it is not."""
-    if profile != "auto":
-        return profile
-    import torch
-    return "screen" if torch.cuda.is_available() else "smoke"
 
 
 def make_proposer(ws: Workspace):
