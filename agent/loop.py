@@ -151,15 +151,8 @@ class Search:
             return False
 
     def _advance(self, entry: dict) -> None:
-        parent = entry.get("parent")
-        if parent is not None and parent not in self.ws.ids():
-            if entry["stage"] == "propose" and entry.get("proposal") is None:
-                entry["parent"] = self._select_parent(entry["id"]).id
-                self._put(entry)
-            else:
-                self._note(f"{entry['id']:04d} dropped: its parent {parent:04d} was reverted while it was in flight")
-                self.ws.journal.done(key_of(entry["id"]))
-                return
+        if not self._keep_parent(entry):
+            return
         while True:
             self._checkpoint()
             if entry["stage"] == "propose":
@@ -171,6 +164,20 @@ class Search:
                 return
             else:
                 raise ArcherError(f"journal entry {key_of(entry['id'])}: unknown stage {entry['stage']!r}")
+
+    def _keep_parent(self, entry: dict) -> bool:
+        """False when the entry's parent was reverted while it was in flight (the entry is dropped);
+        an entry not yet proposed is given a new parent instead."""
+        parent = entry.get("parent")
+        if parent is not None and parent not in self.ws.ids():
+            if entry["stage"] == "propose" and entry.get("proposal") is None:
+                entry["parent"] = self._select_parent(entry["id"]).id
+                self._put(entry)
+            else:
+                self._note(f"{entry['id']:04d} dropped: its parent {parent:04d} was reverted while it was in flight")
+                self.ws.journal.done(key_of(entry["id"]))
+                return False
+        return True
 
     def _new_entry(self) -> dict:
         id = self.ws.next_id()
@@ -185,7 +192,9 @@ class Search:
     def _select_parent(self, id: int) -> Candidate:
         """The parent of candidate `id`: the policy's choice, with randomness fixed by the seed and the id."""
         rng = random.Random(f"{self.config.seed}:{id}")
-        return select_parent([c for c in self.ws.records() if cascade.complete(c)], self.config.parents, rng)
+        records = self.ws.records()
+        stopped_early = [c.id for c in records if not cascade.complete(c)]   # scored on a cheaper profile only
+        return select_parent(records, self.config.parents, rng, reverted=stopped_early)
 
     def _baseline_entry(self) -> dict:
         entry = {"id": 0, "parent": None, "stage": "evaluate", "code": self.ws.code(0), "update": True,

@@ -57,9 +57,10 @@ class PipelinedSearch(Search):
                 self.summary.signal = e.signum
                 self._stop = f"{e} received: work in flight abandoned; `archer run` resumes it"
                 self.executor.cancel()
-        self.summary.stopped = self._stop
-        if self.progress is not None:
-            self.progress.finished(self._stop)
+            except ArcherError as e:
+                self._finish(f"error: {e}")
+                raise
+        self._finish(self._stop)
         return self.summary
 
     # -- scheduling -----------------------------------------------------------------------------
@@ -99,6 +100,9 @@ class PipelinedSearch(Search):
 
     def _advance(self, entry: dict) -> None:
         """Propose and check in the controller; then submit the evaluation, or queue the record."""
+        if not self._keep_parent(entry):
+            self._entries.pop(entry["id"], None)
+            return
         while True:
             self._checkpoint()
             stage = entry["stage"]
