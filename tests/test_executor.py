@@ -13,7 +13,7 @@ import pytest
 from agent.budget import Budget
 from agent.config import BudgetConfig, ExecutorConfig, load_config
 from agent.errors import ConfigError
-from agent.executor import Job, LocalExecutor, executor_overrides, local_slots, run_job
+from agent.executor import Job, LocalExecutor, executor_overrides, local_slots, run_job, visible_gpus
 from agent.runner import open_workspace
 from agent.mutate import MutateProposer
 from agent.pipeline import PipelinedSearch
@@ -226,3 +226,16 @@ def test_executor_options_are_checked_and_saved_in_archer_toml(tmp_path):
     assert load_config(tmp_path / "ws" / "archer.toml").executor.gpus == [0, 1]
     ws = open_workspace(tmp_path / "ws", executor=executor_overrides(gpus="all"))
     assert ws.config.executor.gpus is None and ws.config.executor.lookahead == 3
+
+
+@pytest.mark.gpu
+def test_on_gpus_each_worker_sees_only_the_gpu_of_its_slot():
+    gpus = visible_gpus()
+    jobs = [Job(key=f"gpu-{g}", code=BASELINE, profile="smoke", seeds=(0,), device="cuda") for g in gpus]
+    with LocalExecutor(gpus) as ex:
+        results = [f.result() for f in [ex.submit(j) for j in jobs]]
+    assert all(r.status == "ok" for r in results), [r.message for r in results]
+    assert sorted(r.execution["isolation"]["gpu"] for r in results) == sorted(gpus)
+    with LocalExecutor(["99"]) as ex:             # a GPU that does not exist: the worker sees none
+        missing = ex.submit(Job(key="none", code=BASELINE, profile="smoke", seeds=(0,), device="cuda")).result()
+    assert missing.status != "ok" and "CUDA" in missing.message + missing.log_tail
