@@ -14,6 +14,7 @@ import json
 import re
 import shutil
 import time
+from collections import deque
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -32,6 +33,8 @@ ASSETS = ("site.css", "site.js")
 MARKER = ".archer-site"           # written into every site folder; a folder without it is never overwritten
 TOP_ROWS = 25                     # leaderboard rows on the index page
 TOP_LINEAGES = 10                 # lineages opened in the tree and listed on their own
+LINEAGE_TAIL = 12                 # ancestors listed before each top candidate (older ones are counted)
+INDENT_LEVELS = 8                 # deeper branches of the tree continue in a section of their own
 OPEN_ALL_BELOW = 200              # smaller searches show the whole tree opened
 REFERENCE_MODELS = ("gated_delta_net", "transformer")
 _CJK = re.compile(r"[\u3400-\u9fff\uf900-\ufaff]")
@@ -118,6 +121,7 @@ def _environment() -> jinja2.Environment:
     env.filters["score"] = lambda v: "—" if v is None else f"{v:.3f}"
     env.filters["signed"] = lambda v: "—" if v is None else f"{round(v, 3) + 0.0:+.3f}"
     env.filters["page"] = page_name
+    env.filters["trend"] = lambda v: "up" if v >= 0.0005 else "down" if v <= -0.0005 else "flat"
     env.globals.update(tasks=TASKS, titles=TASK_TITLES)
     return env
 
@@ -215,7 +219,8 @@ def _row(s: _Search, e: SiteEntry) -> dict:
 
 
 def _tree(s: _Search) -> list[tuple]:
-    """The lineage as a flat list of events for the template: single-child chains stay at one level."""
+    """The lineage as a flat list of events for the template. Single-child chains stay at one level;
+    a branch INDENT_LEVELS deep continues in a section of its own below (browsers cap DOM depth)."""
     hot = {x.record.id for e in s.top for x in s.lineage(e.record.id)}
     open_all = len(s.entries) < OPEN_ALL_BELOW
     roots = [e.record.id for e in s.entries if e.record.parent not in s.by_id or e.record.parent == e.record.id]
@@ -233,16 +238,20 @@ def _tree(s: _Search) -> list[tuple]:
     size: dict[int, int] = {}
     for cid, _ in reversed(order):
         size[cid] = 1 + sum(size.get(k, 0) for k in s.children.get(cid, []) if k != cid)
-    events: list[tuple] = [("ul",)]
+    events: list[tuple] = []
     seen = set()
-    for r in [cid for cid, is_root in order if is_root]:
-        stack: list[tuple] = [("visit", r)]
+    sections = deque([(None, [cid for cid, is_root in order if is_root])])
+    while sections:
+        above, tops = sections.popleft()
+        events.append(("section", None if above is None else _row(s, s.by_id[above]),
+                       None if above is None else size[above] - 1))
+        stack: list[tuple] = [("visit", r, 0) for r in reversed(tops)]
         while stack:
             item = stack.pop()
             if item[0] != "visit":
                 events.append(item)
                 continue
-            cid, first = item[1], True
+            cid, level, first = item[1], item[2], True
             events.append(("li",))
             while True:
                 seen.add(cid)
@@ -252,14 +261,35 @@ def _tree(s: _Search) -> list[tuple]:
                 if len(kids) != 1:
                     break
                 cid = kids[0]
-            if kids:
+            if kids and level + 1 >= INDENT_LEVELS:
+                events.append(("more", cid, len(kids), size[cid] - 1))
+                sections.append((cid, kids))
+            elif kids:
                 events.append(("branch", open_all or any(k in hot for k in kids), len(kids), size[cid] - 1))
                 stack.append(("end_branch",))
-                stack.extend(("visit", k) for k in reversed(kids))
+                stack.extend(("visit", k, level + 1) for k in reversed(kids))
             else:
                 events.append(("end_li",))
-    events.append(("end_ul",))
+        events.append(("end_section",))
     return events
+
+
+def _lineages(s: _Search, tail: int = LINEAGE_TAIL) -> list[dict]:
+    """Each top candidate's path from the root, told once: where it forks from an earlier path listed
+    above it, and at most `tail` steps before it (the rest counted, not listed)."""
+    out, shown = [], []
+    for e in s.top:
+        chain = [x.record.id for x in s.lineage(e.record.id)]
+        fork, fork_of = 0, None
+        for j, other in enumerate(shown):
+            n = next((i for i, (a, b) in enumerate(zip(chain, other)) if a != b), min(len(chain), len(other)))
+            if n > fork:
+                fork, fork_of = n, j + 1
+        steps = chain[fork:-1]
+        out.append(dict(top=_row(s, e), fork=_row(s, s.by_id[chain[fork - 1]]) if fork else None, fork_of=fork_of,
+                        hidden=max(0, len(steps) - tail), steps=[_row(s, s.by_id[i]) for i in steps[-tail:]]))
+        shown.append(chain)
+    return out
 
 
 def _plots(s: _Search) -> dict[str, str]:
@@ -386,14 +416,14 @@ def build_site(entries: list[SiteEntry], out: Path, *, title: str = "archer sear
         key = "reverted" if e.reverted is not None else e.record.status
         counts[key] = counts.get(key, 0) + 1
     figs = _plots(s)
-    lineages = [[_row(s, x) for x in s.lineage(e.record.id)] for e in s.top]
+    lineages = _lineages(s)
     stamp = datetime.now(timezone.utc).isoformat(timespec="seconds")
     w.write("index.html", render("index.html", root="", title=title, generated=stamp, rows=rows[:TOP_ROWS],
                                  total=len(rows), counts=sorted(counts.items()), best=s.top[0] if s.top else None,
                                  cost=sum(e.record.usage.cost_usd for e in s.entries), figs=figs))
     w.write("leaderboard.html", render("leaderboard.html", root="", title="Leaderboard", rows=rows))
     w.write("plots.html", render("plots.html", root="", title="Plots", figs=figs))
-    w.write("lineage.html", render("lineage.html", root="", title="Lineage", events=_tree(s), lineages=lineages,
+    w.write("lineage.html", render("lineage.html", root="", title="Lineage", events=_tree(s), lineages=lineages, indent=INDENT_LEVELS,
                                    total=len(s.entries)))
     ids = [e.record.id for e in s.entries]
     digest = _code_digest() + title + workspace + workspace_option

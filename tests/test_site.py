@@ -12,11 +12,13 @@ from pathlib import Path
 from urllib.parse import urldefrag
 
 import pytest
+from typer.testing import CliRunner
 
 from agent import plots
+from agent.cli import app
 from agent.errors import ArcherError
 from agent.records import TASKS, Candidate, Score
-from agent.site import (SiteEntry, added_lines, build_site, diff_lines, load_workspace, serve_site,
+from agent.site import (INDENT_LEVELS, SiteEntry, added_lines, build_site, diff_lines, load_workspace, serve_site,
                         split_languages)
 from site_support import REVERT_REASON, make_workspace, scored
 
@@ -170,16 +172,31 @@ def test_diff_view_classifies_lines_and_marks_added_lines_of_the_code():
 
 def test_lineage_keeps_single_child_chains_flat_and_folds_branches(tmp_path):
     entries = [SiteEntry(scored(0, "baseline", None, 0.0, proposer="baseline"))]
-    for i in range(1, 400):                               # a chain of 399 single children ...
+    for i in range(1, 150):                               # a chain of 149 single children ...
         entries.append(SiteEntry(scored(i, f"c{i}", i - 1, i * 1e-4)))
-    for i in range(400, 410):                             # ... then ten siblings under one node
-        entries.append(SiteEntry(scored(i, f"s{i}", 399, 0.0)))
+    for i in range(150, 160):                             # ... then ten siblings under one node
+        entries.append(SiteEntry(scored(i, f"s{i}", 149, 0.0)))
     build_site(entries, tmp_path / "site")
     tree = parse(tmp_path / "site/lineage.html")
     assert tree.max_depth == 2                            # one level for the root list, one for the branch
     html = (tmp_path / "site/lineage.html").read_text()
     assert "10 branches · 10 descendants" in html
-    assert html.count('class="node chain"') == 399
+    assert html.count('class="node chain"') == 149
+
+
+def test_lineage_of_a_deep_search_continues_in_sections_and_lists_every_candidate_once(tmp_path):
+    entries = [SiteEntry(scored(0, "baseline", None, 0.0, proposer="baseline"))]
+    for i in range(1, 40):                                # a spine 40 deep, a leaf beside every step
+        entries.append(SiteEntry(scored(i, f"spine{i}", i - 1, 0.0)))
+        entries.append(SiteEntry(scored(100 + i, f"leaf{i}", i - 1, 0.0)))
+    build_site(entries, tmp_path / "site")
+    page = tmp_path / "site/lineage.html"
+    html = page.read_text()
+    assert parse(page).max_depth <= INDENT_LEVELS + 1     # browsers flatten DOM nesting past a few hundred
+    listed = re.findall(r'<div class="node[^"]*"><a href="c/(\d+)\.html"', html)
+    assert sorted(map(int, listed)) == sorted(e.record.id for e in entries)
+    anchors = re.findall(r'href="#(t\d+)"', html)
+    assert anchors and all(f'id="{a}"' in html for a in anchors)
 
 
 def test_plots_aggregate_thousands_of_points_into_a_bounded_drawing():
@@ -240,16 +257,17 @@ def test_serve_site_answers_on_localhost(site):
 
 
 def test_report_command_writes_the_site_and_fails_in_one_line_on_a_missing_workspace(workspace, tmp_path):
-    archer = [sys.executable, "-c", "from agent.cli import main; main()"]
-    ok = subprocess.run(archer + ["report", str(workspace.path), "--out", str(tmp_path / "s")], cwd=ROOT,
-                        capture_output=True, text=True)
-    assert ok.returncode == 0, ok.stderr
-    assert "wrote 11 pages" in ok.stdout and (tmp_path / "s/index.html").is_file()
-    bad = subprocess.run(archer + ["report", str(tmp_path / "nowhere"), "--out", str(tmp_path / "t")], cwd=ROOT,
+    ok = CliRunner().invoke(app, ["report", str(workspace.path), "--out", str(tmp_path / "s")])
+    assert ok.exit_code == 0, ok.output
+    assert "wrote 11 pages" in ok.output and (tmp_path / "s/index.html").is_file()
+    assert f"archer replay 3 --dir {workspace.path}" in (tmp_path / "s/c/0003.html").read_text()
+    bad = subprocess.run([sys.executable, "-c", "from agent.cli import main; main()", "report",
+                          str(tmp_path / "nowhere"), "--out", str(tmp_path / "t")], cwd=ROOT,
                          capture_output=True, text=True)
     assert bad.returncode == 1
     lines = (bad.stdout + bad.stderr).strip().splitlines()
     assert len(lines) == 1 and "not an archer workspace" in lines[0]
+    assert not (tmp_path / "t").exists()
 
 
 def test_site_entries_carry_the_scores_of_the_workspace(workspace):

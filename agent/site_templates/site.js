@@ -37,9 +37,10 @@ function archerSort(th) {
     if (a.key > b.key) return sign;
     return a.i - b.i;
   });
-  var frag = document.createDocumentFragment();
-  rows.forEach(function (r) { frag.appendChild(r.row); });
-  body.appendChild(frag);
+  // Empty the body, then append in order: moving rows from the middle of a long body one by one
+  // (appendChild, replaceChildren) takes seconds at 5,000 rows in Chromium; this takes milliseconds.
+  body.textContent = "";
+  body.append.apply(body, rows.map(function (r) { return r.row; }));
   table.querySelectorAll("th[aria-sort]").forEach(function (h) { h.removeAttribute("aria-sort"); });
   th.setAttribute("aria-sort", dir);
 }
