@@ -39,6 +39,15 @@ def test_asking_for_ray_without_ray_installed_is_a_one_line_error(monkeypatch):
         make_executor(config)
 
 
+def test_an_unreachable_cluster_is_a_one_line_error():
+    ray = pytest.importorskip("ray")
+    if ray.is_initialized():
+        pytest.skip("a Ray instance is already running in this process")
+    from agent.ray_executor import RayExecutor
+    with pytest.raises(ConfigError, match="cannot reach a Ray cluster at auto"):
+        RayExecutor("auto")
+
+
 @pytest.fixture(scope="module")
 def ray_executor():
     pytest.importorskip("ray")
