@@ -73,12 +73,14 @@ def decide(config: EvalConfig, results: list[EvalResult], parent: Candidate | No
     if theirs is None:
         if verify:
             return Decision(None, "cascade.no_reference",
-                            f"{profile}: mean {mine.mean:.3f}; no parent score on {profile} to beat, so not verified on {nxt}")
+                            f"{profile}: mean {mine.mean:.3f}; no parent score on {profile} to beat, "
+                            f"so not verified on {nxt}")
         return Decision(nxt, "cascade.no_reference",
                         f"{profile}: mean {mine.mean:.3f}; no parent score on {profile} to compare with: on to {nxt}")
     d = difference(mine, theirs, "mean")
     noise = config.cascade_sigmas * d.sigma
-    versus = f"{profile}: mean {mine.mean:.3f} vs parent {parent.id:04d}'s {theirs.mean:.3f} ({d.delta:+.3f}, noise {noise:.3f})"
+    versus = (f"{profile}: mean {mine.mean:.3f} vs parent {parent.id:04d}'s {theirs.mean:.3f} "
+              f"({d.delta:+.3f}, noise {noise:.3f})")
     if verify:
         if d.delta > noise:
             return Decision(nxt, "cascade.verified", f"{versus}: better beyond the noise, verified on {nxt}")

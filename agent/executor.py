@@ -3,8 +3,8 @@
 A `Job` is one evaluation (code, profile, seeds; a key naming who asked); an `Executor` runs jobs and
 answers each with a future of its `EvalResult`, which only the one controller reads and records.
 `LocalExecutor` runs isolated workers on this machine, one per slot (GPUs x per_gpu, each worker pinned
-to its GPU by CUDA_VISIBLE_DEVICES; one slot without a GPU; the pool is agent/slots.py); `agent/ray_executor.py` runs the same
-workers as Ray tasks. Tested by tests/test_executor.py (real workers, injected runs for scheduling).
+to its GPU by CUDA_VISIBLE_DEVICES; one slot without a GPU; the pool is agent/slots.py);
+`agent/ray_executor.py` runs the same workers as Ray tasks. Tested by tests/test_executor.py (real workers, injected runs for scheduling).
 """
 from __future__ import annotations
 

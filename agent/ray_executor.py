@@ -39,7 +39,8 @@ def _import_ray():
     try:
         import ray
     except ImportError:
-        raise ConfigError("--executor ray needs Ray: pip install 'archer[ray]' (or `pip install \"ray[default]\"`)") from None
+        raise ConfigError("--executor ray needs Ray: pip install 'archer[ray]' "
+                          "(or `pip install \"ray[default]\"`)") from None
     return ray
 
 

@@ -63,7 +63,8 @@ def main(argv=None) -> int:
                 timeout_s=args.timeout) for i in range(n)]
     runs = [measure(one, jobs), measure(every, jobs)]
     base = runs[0]["per_hour"]
-    print(f"profile {args.profile}, {n} evaluations of the baseline (seeds 0..{n - 1}), device {runs[0]['gpu'] or device}")
+    print(f"profile {args.profile}, {n} evaluations of the baseline (seeds 0..{n - 1}), "
+          f"device {runs[0]['gpu'] or device}")
     print("| slots | GPUs | candidates | ok | wall s | s per job | candidates/hour | ratio |")
     print("|---|---|---|---|---|---|---|---|")
     for r in runs:
