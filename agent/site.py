@@ -128,7 +128,8 @@ def _environment() -> jinja2.Environment:
 
 @functools.lru_cache(maxsize=1)
 def _markdown() -> MarkdownIt:
-    return MarkdownIt("commonmark", {"html": False, "linkify": False}).enable("table")
+    """Reports are untrusted text: raw HTML is escaped and images are off, so a page never fetches anything."""
+    return MarkdownIt("commonmark", {"html": False, "linkify": False}).enable("table").disable("image")
 
 
 class _Writer:

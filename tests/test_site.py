@@ -152,6 +152,18 @@ def test_report_is_rendered_to_html_in_two_switchable_languages(site):
     assert 'data-set-lang="zh"' in page
 
 
+def test_report_markdown_cannot_embed_html_or_fetch_images(tmp_path):
+    report = "# 1 x\n\n<img src=x onerror=alert(1)> ![pixel](http://example.com/p.png)\n\n# 中文：1 x\n\n好。\n"
+    build_site([SiteEntry(scored(0, "baseline", None, 0.0), report=report)], tmp_path / "site")
+    page = (tmp_path / "site/c/0000.html").read_text()
+    assert "<img" not in page and "&lt;img src=x onerror=alert(1)&gt;" in page
+
+
+def test_report_command_has_help():
+    result = CliRunner().invoke(app, ["report", "--help"])
+    assert result.exit_code == 0 and "--serve" in result.output and "--out" in result.output
+
+
 def test_split_languages_finds_the_chinese_part_in_both_report_layouts():
     en, zh = split_languages("# 0007 foo\n\nEnglish text.\n\n# 中文：0007 foo\n\n中文内容。\n")
     assert en.strip() == "# 0007 foo\n\nEnglish text." and zh.startswith("# 中文：0007 foo")

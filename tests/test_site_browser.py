@@ -121,11 +121,12 @@ def test_reverted_row_is_struck_through_in_the_browser(site, page):
     assert "did not reproduce" in row.locator("td.status").inner_text()
 
 
-def test_index_screenshot_is_saved(site, page, tmp_path_factory):
+def test_index_screenshot_is_saved(site, page, tmp_path_factory, capsys):
     page.goto(url(site / "index.html"))
     assert page.locator("svg.plot").first.is_visible()
     shot = tmp_path_factory.mktemp("artifacts") / "site-index.png"
     page.screenshot(path=str(shot), full_page=True)
-    print(f"screenshot of the index: {shot}")
+    with capsys.disabled():
+        print(f"\nscreenshot of the index: {shot}")
     assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert page.problems == []
