@@ -2,7 +2,6 @@
 the language split, the diff view, plot size bounds at thousands of points, --serve and the CLI."""
 import difflib
 import re
-import shutil
 import subprocess
 import sys
 import threading
