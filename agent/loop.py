@@ -240,7 +240,6 @@ class Search:
                 entry["stage"] = "evaluate"
                 self._put(entry)
                 return
-            entry["attempts"].append(failure)
             duplicate = failure["code"] == "duplicate"
             if duplicate and not entry["duplicate_returned"]:
                 entry["duplicate_returned"] = True
@@ -250,6 +249,7 @@ class Search:
                 entry.update(stage="record", status="rejected", reasons=[failure])
                 self._put(entry)
                 return
+            entry["attempts"].append(failure)
             self._note(f"{entry['id']:04d} {proposal.name}: {failure['code']}: sent back for repair")
             entry["repair"] = f"{failure['code']}: {failure['message']}"
             self._put(entry)

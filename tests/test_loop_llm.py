@@ -96,6 +96,7 @@ def test_check_failures_beyond_the_repair_rounds_are_recorded_as_rejected(tmp_pa
     assert cand.status == "rejected" and cand.reasons[0].code == "static.signature"
     assert len(server.chat_requests) == 2 and len(evaluate.codes) == 1
     assert "def delta_rule_chunkwise(q, k, v, chunk_size=32)" in ws.code(1)
+    assert "sent back for repair 1 time:" in ws.report(1)
 
 
 def test_duplicate_is_sent_back_once_then_rejected(tmp_path, server):
