@@ -82,10 +82,16 @@ class Row:
         return self.measured.mean - self.predicted
 
 
+def comparable(cand: Candidate, other: Candidate | None) -> bool:
+    """Whether `other`'s scores can be subtracted from `cand`'s: both scored, on the same profile and model."""
+    return (other is not None and other.id != cand.id and other.scored and cand.scored
+            and other.profile == cand.profile and other.model == cand.model)
+
+
 def outcome_rows(cand: Candidate, parent: Candidate | None, baseline: Candidate | None) -> list[Row]:
     """One row per task and one for the mean: predicted, measured, differences from parent and baseline."""
     rows = []
-    others = [o if o is not None and o.scored and o.id != cand.id else None for o in (parent, baseline)]
+    others = [o if comparable(cand, o) else None for o in (parent, baseline)]
     for key in (*TASKS, "mean"):
         if key == "mean":
             measured = mean_score(cand)
@@ -117,11 +123,13 @@ def render_report(cand: Candidate, proposal: Proposal | None, *, parent: Candida
     candidate whose failed evaluation this one repairs."""
     if baseline is not None and baseline.id == cand.id:
         baseline = None
-    show_parent = parent is not None and parent.scored
-    show_baseline = baseline is not None and baseline.scored and not (show_parent and parent.id == baseline.id)
+    show_parent = comparable(cand, parent)
+    show_baseline = comparable(cand, baseline) and not (show_parent and parent.id == baseline.id)
+    elsewhere = [o for o in (parent, baseline) if o is not None and o.id != cand.id and o.scored and cand.scored
+                 and not comparable(cand, o)]
     context = dict(
         cand=cand, proposal=proposal, parent=parent, baseline=baseline,
-        show_parent=show_parent, show_baseline=show_baseline,
+        show_parent=show_parent, show_baseline=show_baseline, elsewhere=list({o.id: o for o in elsewhere}.values()),
         rows=outcome_rows(cand, parent, baseline), tasks=TASKS, titles=TASK_TITLES,
         noise_prior=NOISE_PRIOR, significance=SIGNIFICANCE,
         reply_excerpt=excerpt(reply_excerpt) if reply_excerpt else "", attempts=list(attempts), repair_of=repair_of,

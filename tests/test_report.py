@@ -129,3 +129,11 @@ def test_failed_evaluation_shows_the_log_tail():
     en, zh = halves(render_report(cand, proposal("nan_maker"), parent=base, baseline=base))
     assert "step 12 loss nan" in en and "step 12 loss nan" in zh
     assert "status **nan**" in en
+
+
+def test_scores_on_another_profile_are_not_subtracted():
+    base = scored(0, [0.5]).model_copy(update={"profile": "screen"})
+    cand = scored(1, [0.6])
+    en, zh = halves(render_report(cand, proposal("x"), parent=base, baseline=base))
+    assert "vs parent" not in en and "| task | measured |" in en
+    assert "0000 cand_0 was scored on the `screen` profile" in en and "`screen` 评测配置" in zh
