@@ -194,7 +194,8 @@ class Search:
         rng = random.Random(f"{self.config.seed}:{id}")
         records = self.ws.records()
         stopped_early = [c.id for c in records if not cascade.complete(c)]   # scored on a cheaper profile only
-        return select_parent(records, self.config.parents, rng, reverted=stopped_early)
+        codeless = [c.id for c in records if c.proposer == "import" and not self.ws.has_code(c.id)]
+        return select_parent(records, self.config.parents, rng, reverted=stopped_early + codeless)
 
     def _baseline_entry(self) -> dict:
         entry = {"id": 0, "parent": None, "stage": "evaluate", "code": self.ws.code(0), "update": True,
