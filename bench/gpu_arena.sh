@@ -3,7 +3,8 @@
 #   bench/gpu_arena.sh env smoke step screen
 # Logs and result JSON go to $OUT (default /tmp/archer-out); each stage prints a short table last.
 # Stages: env (GPU, torch), smoke (worker end to end on CUDA), step (ms/step: eager vs graphs vs members),
-# screen (delta_net baseline, one seed; SCREEN_LIMIT seconds at most), quick3 (quick, 3 seeds, the three
+# screen (delta_net baseline, one seed; SCREEN_LIMIT seconds at most), rest (the screen settings listed
+# in bench/screen_rest.txt), quick3 (quick, 3 seeds, the three
 # models), eval (bench_eval.py: one quick evaluation eager vs graphs), throughput (bench_throughput.py).
 set -uo pipefail
 export PYTHONUNBUFFERED=1
@@ -25,10 +26,13 @@ for stage in "$@"; do
             python3 bench/summarize.py "$OUT/screen.json"
             python3 bench/pick_quick.py "$OUT/screen.json" > "$OUT/pick_quick.txt"; grep -- "->" "$OUT/pick_quick.txt";;
     quick3) for m in delta_net gated_delta_net transformer; do
-              worker --profile quick --model "$m" --seeds 0,1,2 --out "$OUT/quick_$m.json" > "$OUT/quick_$m.log" 2>&1
+              timeout "${QUICK_LIMIT:-3000}" worker --profile quick --model "$m" --seeds 0,1,2 --out "$OUT/quick_$m.json" > "$OUT/quick_$m.log" 2>&1
             done
             python3 bench/summarize.py "$OUT"/quick_*.json;;
-    eval) python3 bench/bench_eval.py --out "$OUT/bench_eval.json" 2>&1 | grep -v "^{";;
+    rest) timeout "${REST_LIMIT:-3000}" python3 -m sandbox eval --candidate sandbox/naive.py --device cuda --profile screen \
+            --only "$(cat bench/screen_rest.txt)" --out "$OUT/screen_rest.json" > "$OUT/screen_rest.log" 2>&1
+          python3 bench/summarize.py "$OUT/screen_rest.json";;
+    eval) timeout "${EVAL_LIMIT:-3000}" python3 bench/bench_eval.py --modes "${EVAL_MODES:-eager-seq,graphs-seq,graphs-batched}" --out "$OUT/bench_eval.json" 2>&1 | grep -v "^{";;
     throughput) python3 bench/bench_throughput.py --out "$OUT/bench_throughput.json";;
     *) echo "unknown stage $stage"; exit 2;;
   esac

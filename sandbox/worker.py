@@ -45,6 +45,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                     help="batched: runs sharing shapes train together; sequential: one run at a time")
     ev.add_argument("--no-graphs", action="store_true", help="plain eager steps on CUDA (for benchmarks)")
     ev.add_argument("--tasks", default=None, help="comma-separated subset of the profile's tasks")
+    ev.add_argument("--only", default=None, help="comma-separated subset of its settings, as task/setting")
     ev.add_argument("--checks-only", action="store_true",
                     help="run the static and dynamic checks and stop: status ok with no scores when they pass")
     return ap.parse_args(argv)
@@ -164,6 +165,9 @@ def evaluate(args: argparse.Namespace, device: torch.device, log: LogTail) -> di
     if args.tasks:
         wanted = set(args.tasks.split(","))
         runs = [r for r in runs if r.setting.task in wanted]
+    if args.only:
+        wanted = set(args.only.split(","))
+        runs = [r for r in runs if f"{r.setting.task}/{r.setting.name}" in wanted]
     log(f"training {len(runs)} run(s) of profile {profile.name} ({args.model}, {args.mode}, "
         f"{'eager' if args.no_graphs else 'cuda graphs where possible'}) on {device}")
     outcomes, execution = train_runs(runs, args.model, core, profile.budget(), device,
