@@ -1,7 +1,7 @@
 """The Ray executor: resources per task, and real isolated workers as tasks of a local Ray instance on CPU.
 
-Starting Ray takes about 20 s on a loaded 2-core machine, so the tests that need an instance are marked
-slow (`pytest -m slow tests/test_ray_executor.py`); the resource rules are tested without one.
+Starting Ray takes about 20 s on a loaded 2-core machine: CI runs one test against a local instance
+(Ray is in the dev extra); the cancellation test is marked slow (`pytest -m slow tests/test_ray_executor.py`).
 """
 import sys
 from pathlib import Path
@@ -57,7 +57,6 @@ def ray_executor():
     ex.close()
 
 
-@pytest.mark.slow
 def test_evaluations_run_as_ray_tasks_and_every_result_reaches_the_controller(ray_executor):
     assert ray_executor.slots == 2 and "ray, 2 slots" in ray_executor.describe()
     futures = {
