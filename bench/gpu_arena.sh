@@ -26,7 +26,7 @@ for stage in "$@"; do
             python3 bench/summarize.py "$OUT/screen.json"
             python3 bench/pick_quick.py "$OUT/screen.json" > "$OUT/pick_quick.txt"; grep -- "->" "$OUT/pick_quick.txt";;
     quick3) for m in delta_net gated_delta_net transformer; do
-              timeout "${QUICK_LIMIT:-3000}" worker --profile quick --model "$m" --seeds 0,1,2 --out "$OUT/quick_$m.json" > "$OUT/quick_$m.log" 2>&1
+              timeout "${QUICK_LIMIT:-3000}" python3 -m sandbox eval --candidate sandbox/naive.py --device cuda --profile quick --model "$m" --seeds 0,1,2 --out "$OUT/quick_$m.json" > "$OUT/quick_$m.log" 2>&1
             done
             python3 bench/summarize.py "$OUT"/quick_*.json;;
     rest) timeout "${REST_LIMIT:-3000}" python3 -m sandbox eval --candidate sandbox/naive.py --device cuda --profile screen \
