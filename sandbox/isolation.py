@@ -45,6 +45,7 @@ SECRET_VALUE = re.compile(r"\b(sk-|ghp_|gho_|github_pat_|xox[abp]-|AKIA|hf_|glpa
 LOG_TAIL_BYTES = 4000
 MAX_RESULT_BYTES = 64 << 20
 POLL_S = 0.1
+CPU_GRACE_S = 5           # hard CPU limit above the soft one, so SIGXCPU (a timeout) comes first
 OOM_MARKERS = ("MemoryError", "OutOfMemoryError", "out of memory", "can't allocate memory", "std::bad_alloc")
 
 
@@ -107,8 +108,13 @@ def apply_limits(pid: int, limits: dict[int, int]) -> None:
     for which, value in limits.items():
         _, hard = resource.getrlimit(which)
         value = value if hard == resource.RLIM_INFINITY else min(value, hard)
+        # CPU time: the soft limit sends SIGXCPU (reported as a timeout); at an equal hard limit the
+        # kernel would send SIGKILL instead, which reads like the OOM killer
+        new_hard = value + CPU_GRACE_S if which == resource.RLIMIT_CPU else value
+        if hard != resource.RLIM_INFINITY:
+            new_hard = min(new_hard, hard)
         try:
-            resource.prlimit(pid, which, (value, value))
+            resource.prlimit(pid, which, (value, new_hard))
         except ProcessLookupError:
             return
 

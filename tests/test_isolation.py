@@ -188,3 +188,11 @@ def live_members(pgid: int) -> list[int]:
         if int(fields[2]) == pgid and fields[0] != "Z":
             members.append(int(entry.name))
     return members
+
+
+def test_cpu_time_limit_reads_as_a_timeout_not_an_oom():
+    proc = subprocess.Popen([sys.executable, "-c", "while True: pass"], start_new_session=True)
+    isolation.apply_limits(proc.pid, {isolation.resource.RLIMIT_CPU: 1})
+    rc, killed_for = isolation.watch(proc, timeout_s=120, memory_bytes=1 << 40)
+    status, reason, _ = classify_death(rc, killed_for, "", timeout_s=120, memory_mb=1024, output_full=False)
+    assert (rc, status, reason) == (-signal.SIGXCPU, "timeout", "cpu_time")
