@@ -34,9 +34,40 @@ def eval_cmd(
     out: Optional[Path] = typer.Option(None, help="write the result JSON here"),
     device: str = typer.Option("auto", help="auto | cpu | cuda"),
     timeout: float = typer.Option(3600.0, help="wall-clock limit in seconds"),
+    tasks: Optional[str] = typer.Option(None, help="comma-separated subset of the six tasks"),
 ):
     """Score one naive.py without the loop: checks, then training on the profile's MAD settings."""
-    raise ArcherError("eval: not built yet")
+    from agent.config import EvalConfig
+    from agent.evaluate import evaluate_code, failure_line, result_table, timing_line
+    from sandbox.profiles import PROFILES
+    from sandbox.result import MODELS, TASKS
+
+    if not file.is_file():
+        raise ArcherError(f"{file}: no such file")
+    if profile not in PROFILES:
+        raise ArcherError(f"unknown profile {profile!r}; expected one of {', '.join(PROFILES)}")
+    if model not in MODELS:
+        raise ArcherError(f"unknown model {model!r}; expected one of {', '.join(MODELS)}")
+    if device not in ("auto", "cpu", "cuda"):
+        raise ArcherError(f"unknown device {device!r}; expected auto, cpu or cuda")
+    try:
+        seed_list = [int(s) for s in seeds.split(",")]
+    except ValueError:
+        raise ArcherError(f"--seeds {seeds!r}: expected comma-separated integers such as 0,1,2") from None
+    task_list = tasks.split(",") if tasks else None
+    unknown = sorted(set(task_list or ()) - set(TASKS))
+    if unknown:
+        raise ArcherError(f"unknown task(s) {', '.join(unknown)}; expected some of {', '.join(TASKS)}")
+    config = EvalConfig(profile=profile, seeds=seed_list, model=model, device=device, timeout_s=timeout)
+    with console.status(f"evaluating {file} ({model}, profile {profile}, seeds {seeds}) in an isolated worker"):
+        result = evaluate_code(file.read_text(), config, tasks=task_list)
+    if out:
+        out.write_text(result.model_dump_json(indent=1))
+    if result.status != "ok":
+        console.print(failure_line(result), highlight=False, markup=False, soft_wrap=True)
+        raise typer.Exit(1)
+    console.print(result_table(result))
+    console.print(timing_line(result), highlight=False, markup=False, soft_wrap=True)
 
 
 @app.command("run")

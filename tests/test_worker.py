@@ -1,0 +1,96 @@
+"""The worker end to end (real subprocesses) and its mapping of failures to statuses."""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from agent.records import EvalResult
+from sandbox import worker
+from sandbox.tasks import baseline_setting
+from sandbox.train import NonFiniteLoss, Outcome, Run
+
+ROOT = Path(__file__).resolve().parent.parent
+NON_CAUSAL = '''import torch
+
+
+def delta_rule_chunkwise(q, k, v, beta, chunk_size=32):
+    o = v.flip(2).cumsum(2).flip(2) * beta[..., None] + q.sum(-1, keepdim=True) * k.sum(-1, keepdim=True)
+    return o, torch.einsum("bhld,bhle->bhde", k, v)
+'''
+
+
+def run_worker(tmp_path, *args) -> dict:
+    out = tmp_path / "result.json"
+    subprocess.run([sys.executable, "-m", "sandbox", "eval", "--device", "cpu", "--out", str(out), *args],
+                   cwd=tmp_path, env={"PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin"},
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=600)
+    return json.loads(out.read_text())
+
+
+def test_worker_scores_the_baseline_and_writes_a_valid_result(tmp_path):
+    raw = run_worker(tmp_path, "--candidate", str(ROOT / "sandbox" / "naive.py"), "--profile", "smoke",
+                     "--tasks", "memorize", "--seeds", "0")
+    result = EvalResult.model_validate(raw)
+    assert result.status == "ok", result.message
+    assert list(result.scores) == ["memorize"] and result.scores["memorize"].mean > 0.5
+    assert result.settings[0].valid_accuracy > 0 and result.settings[0].steps > 0
+    assert [c.name for c in result.checks][-1] == "trains" and all(c.passed for c in result.checks)
+    assert result.execution["device"] == "cpu" and result.execution["cuda_graphs"] is False
+    assert result.environment["torch"] and result.timings["train_s"] > 0
+    assert "memorize" in result.log_tail and len(result.candidate_sha256) == 64
+
+
+def test_worker_stops_at_the_first_failed_check(tmp_path):
+    (tmp_path / "candidate.py").write_text(NON_CAUSAL)
+    result = EvalResult.model_validate(run_worker(tmp_path, "--candidate", "candidate.py", "--profile", "smoke"))
+    assert (result.status, result.reason) == ("invalid", "causality")
+    assert result.checks[-1].name == "causality" and not result.checks[-1].passed
+    assert result.scores == {} and result.settings == []
+
+
+def call_main(tmp_path, monkeypatch, error: BaseException) -> dict:
+    def failing(args, device, log):
+        log("training ...")
+        raise error
+    monkeypatch.setattr(worker, "evaluate", failing)
+    out = tmp_path / "r.json"
+    rc = worker.main(["eval", "--candidate", "x.py", "--device", "cpu", "--profile", "smoke", "--out", str(out)])
+    result = json.loads(out.read_text())
+    assert rc == 1 and result["profile"] == "smoke" and result["environment"]["torch"]
+    EvalResult.model_validate(result)
+    return result
+
+
+@pytest.mark.parametrize("error, status", [
+    (NonFiniteLoss("non-finite training loss in memorize/baseline at epoch 3"), "nan"),
+    (MemoryError(), "oom"),
+    (RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB"), "oom"),
+    (ValueError("shapes do not match"), "crashed"),
+])
+def test_training_failures_become_statuses(tmp_path, monkeypatch, error, status):
+    result = call_main(tmp_path, monkeypatch, error)
+    assert result["status"] == status
+
+
+def test_a_crash_keeps_the_traceback_in_the_log_tail(tmp_path, monkeypatch):
+    result = call_main(tmp_path, monkeypatch, ValueError("shapes do not match"))
+    assert result["message"] == "ValueError: shapes do not match"
+    assert "Traceback" in result["log_tail"] and "shapes do not match" in result["log_tail"]
+
+
+def outcome(task, seed, lr, acc, valid):
+    return Outcome(Run(baseline_setting(task), seed, lr, 0.0), acc, acc, valid, 10, 10, 1.0)
+
+
+def test_summary_keeps_the_best_validation_run_per_setting_and_spreads_over_seeds():
+    outcomes = [outcome("memorize", 0, 1e-3, 0.9, valid=0.8), outcome("memorize", 0, 1e-4, 0.95, valid=0.7),
+                outcome("memorize", 1, 1e-3, 0.5, valid=0.5), outcome("memorize", 1, 1e-4, 0.7, valid=0.6),
+                outcome("compress", 0, 1e-3, 0.4, valid=0.4), outcome("compress", 1, 1e-3, 0.2, valid=0.2)]
+    s = worker.summarize(outcomes, [0, 1])
+    assert s["scores"]["memorize"]["per_seed"] == [0.9, 0.7]         # chosen on validation, not test
+    assert s["scores"]["memorize"]["std"] == pytest.approx(0.1414, abs=1e-3)
+    assert s["mean"] == pytest.approx((0.9 + 0.4 + 0.7 + 0.2) / 4)
+    assert s["std"] == pytest.approx(0.1414, abs=1e-3)               # spread of the per-seed two-task means
+    assert len(s["settings"]) == 6
