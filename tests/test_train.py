@@ -200,3 +200,36 @@ def test_stopped_members_leave_the_group_and_the_rest_train_unchanged(monkeypatc
     only = alone.fit()[0]
     assert only.accuracy == pytest.approx(second.accuracy, abs=1e-6)
     assert only.steps == second.steps
+
+
+def cuda_trainer(runs, graphs, core=delta_rule_chunkwise):
+    ex = Execution(device="cuda", batched=True, cuda_graphs=graphs)
+    budget = dataclasses.replace(TINY, max_epochs=2, patience=5)
+    return GroupTrainer(runs, "delta_net", core, budget, torch.device("cuda"), ex, log=lambda s: None), ex
+
+
+@pytest.mark.gpu
+def test_cuda_graph_training_matches_eager_training():
+    runs = [Run(tiny(), 0, 1e-3, 0.0), Run(tiny(vocab_size=10), 1, 1e-3, 0.1)]
+    graphed, ex = cuda_trainer(runs, graphs=True)
+    with_graphs = graphed.fit()
+    assert ex.cuda_graphs and graphed._train_graph is not None
+    without = cuda_trainer(runs, graphs=False)[0].fit()
+    for a, b in zip(with_graphs, without):
+        assert (a.steps, a.best_step) == (b.steps, b.best_step)
+        assert a.valid_accuracy == pytest.approx(b.valid_accuracy, abs=1e-3)
+
+
+def syncing_core(q, k, v, beta, chunk_size=32):
+    """A candidate with a host synchronisation: CUDA graph capture must refuse it."""
+    if beta.max().item() > 2.0:
+        beta = beta / 2
+    return delta_rule_chunkwise(q, k, v, beta, chunk_size=chunk_size)
+
+
+@pytest.mark.gpu
+def test_candidate_that_syncs_the_host_trains_eagerly_and_says_why():
+    t, ex = cuda_trainer([Run(tiny(), 0, 1e-3, 0.0)], graphs=True, core=syncing_core)
+    out = t.fit()[0]
+    assert ex.cuda_graphs is False and ex.fallback_reason
+    assert out.steps == 6 and 0.0 <= out.accuracy <= 1.0
