@@ -52,15 +52,16 @@ def _smoke_settings() -> tuple[tasks.Setting, ...]:
     )
 
 
-# quick's harder setting per task, chosen from the delta_net baseline's `screen` run (H100, seed 0, 1,000
-# steps): the lowest-scoring setting still above chance, except where that score is a metric artefact
-# (Context Recall seq_len=1024: 0.889 macro at 0.9997 token accuracy, Noisy Recall seq_len=512: 0.888 at
-# 0.9994: one stray prediction of a key class among ~600k scored tokens counts as a ninth class with
-# recall 0). Measured macro accuracy beside each; Memorize from calibration.md's H100 table.
+# quick's harder setting per task, chosen from the delta_net baseline's `screen` run (H100, seed 0, 1,000-step
+# cap; bench/results/screen_delta_net_h100.json, bench/pick_quick.py): the lowest-scoring setting still above
+# chance, except where that score is an artefact of the whole-set macro accuracy (Context Recall
+# seq_len=1024: 0.889 at 0.9997 token accuracy; Noisy Recall seq_len=512 and num_train_examples=1600: 0.888
+# at 0.9994: one stray prediction of a key class among ~100k-600k scored tokens counts as one more class
+# with recall 0). Measured macro accuracy beside each.
 QUICK_HARD = {
-    "compress": ("seq_len", 256),             # 0.190 (chance 1/16)
+    "compress": ("vocab_size", 128),          # 0.067 (chance 1/128)
     "context_recall": ("vocab_size", 128),    # 0.978
-    "fuzzy_recall": ("vocab_size", 32),       # 0.136 (chance 1/15; V=64 and 128 scored below chance)
+    "fuzzy_recall": ("vocab_size", 32),       # 0.136 (chance 1/15; V=64, V=128 and N<=3200 scored below chance)
     "memorize": ("vocab_size", 8192),         # 0.006 (chance 1/4095)
     "noisy_recall": ("vocab_size", 144),      # 0.984
     "selective_copy": ("num_tokens_to_copy", 96),  # 0.272 (chance 1/14)
