@@ -19,7 +19,6 @@ for stage in "$@"; do
     tests) git --version; python3 -m pytest -q -m gpu -p no:cacheprovider tests/test_corpus.py tests/test_naive.py \
              tests/test_executor.py tests/test_train.py 2>&1 | tee "$OUT/gpu_tests.log" | tail -25;;
     search) rm -rf /tmp/ws
-            git config --global user.email archer@localhost; git config --global user.name archer
             archer init /tmp/ws > /dev/null
             timeout -s INT "${SEARCH_LIMIT:-420}" python3 -c "from agent.cli import main; main()" run /tmp/ws \
               --budget "${SEARCH_BUDGET:-20}" --profile quick --proposer mutate > "$OUT/search.log" 2>&1
