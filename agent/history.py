@@ -101,6 +101,8 @@ class Workspace:
                 raise WorkspaceError(f"{BASELINE_CODE}: the baseline naive.py is missing")
             baseline_code = BASELINE_CODE.read_text()
         config = config or Config()
+        # files already in the folder (the project's history/README.md) are left to their owner
+        foreign = sorted(p.name for p in path.iterdir()) if path.exists() else []
         path.mkdir(parents=True, exist_ok=True)
         repo = git.Repo.init(path, initial_branch="main")
         with repo.config_writer() as cw:
@@ -108,7 +110,7 @@ class Workspace:
                 cw.set_value(*key.split("."), value)
         exclude = Path(repo.git_dir) / "info" / "exclude"
         exclude.parent.mkdir(parents=True, exist_ok=True)
-        exclude.write_text(f"/{STATE}/\n")
+        exclude.write_text("".join(f"/{name}\n" for name in [f"{STATE}/", *foreign]))
         (path / STATE).mkdir(exist_ok=True)
         save_config(config, path / CONFIG)
         (path / REVERTED).write_text("{}\n")

@@ -208,3 +208,13 @@ def test_a_hand_edit_rolled_back_by_repair_is_kept_as_a_copy(ws):
     assert report.read_text() != "my notes\n"
     copies = list((ws.path / ".archer" / "recovered").rglob("report.md"))
     assert [c.read_text() for c in copies] == ["my notes\n"]
+
+
+def test_init_in_a_folder_with_files_leaves_them_outside_the_workspace(tmp_path):
+    (tmp_path / "ws").mkdir()
+    (tmp_path / "ws" / "README.md").write_text("the project's note about this folder\n")
+    ws = Workspace.init(tmp_path / "ws")
+    assert ws.repo.git.status("--porcelain") == ""
+    assert "README.md" not in ws.repo.git.ls_files().split()
+    Workspace.open(tmp_path / "ws")
+    assert (tmp_path / "ws" / "README.md").read_text() == "the project's note about this folder\n"
