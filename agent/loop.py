@@ -22,7 +22,7 @@ from agent.errors import ArcherError, ProposalError
 from agent.history import Workspace, summary_of
 from agent.parents import select_parent
 from agent.progress import Progress
-from agent.proposal import Proposal
+from agent.proposal import Proposal, unique_name
 from agent.records import Candidate, CheckFinding, EvalResult, Reason, Usage
 from agent.report import render_report
 from sandbox.static_checks import check_static, fingerprint, first_failure
@@ -52,14 +52,6 @@ class RunSummary:
 def key_of(id: int) -> str:
     return f"cand-{id:04d}"
 
-
-def unique_name(name: str, taken: set[str]) -> str:
-    if name not in taken:
-        return name
-    n = 2
-    while f"{name}_{n}" in taken:
-        n += 1
-    return f"{name}_{n}"
 
 
 def failure_text(result: EvalResult) -> str:

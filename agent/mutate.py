@@ -18,7 +18,7 @@ from agent.context import ProposalContext
 from agent.errors import ProposalError
 from agent.mutations import BY_NAME, CATALOGUE, UNDO, Removal, Transformation, applied, label, locate, parse_label
 from agent.prompts import render
-from agent.proposal import SECTIONS, Bilingual, Proposal
+from agent.proposal import SECTIONS, Bilingual, Proposal, unique_name
 from agent.records import TASK_TITLES, TASKS, Candidate, Usage
 from sandbox.static_checks import check_static, first_failure, fingerprint
 
@@ -261,11 +261,4 @@ class MutateProposer:
     def name_for(chain: Chain, existing: Iterable[str]) -> str:
         """delta_net_<transformations>, with a numeric suffix when the name is taken."""
         parts = [f"without_{p['name']}" if isinstance(t, Removal) else t.name for t, p in chain]
-        base = (NAME_PREFIX + "_and_".join(parts))[:72]
-        taken = set(existing)
-        if base not in taken:
-            return base
-        n = 2
-        while f"{base}_{n}" in taken:
-            n += 1
-        return f"{base}_{n}"
+        return unique_name((NAME_PREFIX + "_and_".join(parts))[:72], existing)

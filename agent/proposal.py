@@ -15,6 +15,17 @@ from agent.records import Strict
 SECTIONS = ("observations", "code_issues", "reasoning", "expected", "lessons", "builds_on")
 
 
+def unique_name(name: str, taken) -> str:
+    """`name`, or `name_2`, `name_3`... : the first not in `taken`."""
+    taken = set(taken)
+    if name not in taken:
+        return name
+    n = 2
+    while f"{name}_{n}" in taken:
+        n += 1
+    return f"{name}_{n}"
+
+
 class Bilingual(Strict):
     en: str
     zh: str

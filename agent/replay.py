@@ -12,6 +12,7 @@ from agent.config import EvalConfig
 from agent.errors import MergeConflict, WorkspaceError
 from agent.history import Workspace
 from agent.prompts import render
+from agent.proposal import unique_name
 from agent.records import TASKS, TASK_TITLES, Candidate, EvalResult, Reason
 from agent.report import NOISE_PRIOR, SIGNIFICANCE, outcome_rows
 
@@ -58,13 +59,7 @@ def conflict_summary(merged: str, id: int, onto: int, count: int) -> str:
 
 def replay_name(ws: Workspace, src: Candidate, onto: int | None) -> str:
     stem = f"{src.name}_onto_{onto:04d}" if onto is not None else f"{src.name}_replay"
-    names = ws.names()
-    if stem not in names:
-        return stem
-    k = 2
-    while f"{stem}_{k}" in names:
-        k += 1
-    return f"{stem}_{k}"
+    return unique_name(stem, ws.names())
 
 
 def _claim(ws: Workspace, id: int, onto: int | None, seeds: list[int], profile: str) -> tuple[str, dict]:
