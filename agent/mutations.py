@@ -87,6 +87,26 @@ def _returned_state(fn: ast.FunctionDef) -> str | None:
     return second.id if isinstance(second, ast.Name) else None
 
 
+def _unbound_source(fn: ast.FunctionDef, loop: ast.For, name: str) -> str:
+    """The tensor whose per-chunk views `name` holds (`attns` in `qs, attns = (x.unbind(2) for x in (q, attn))`
+    or `attns = attn.unbind(2)`), or `name` itself: transformations of the attention act on that tensor."""
+    for stmt in fn.body:
+        if stmt.lineno >= loop.lineno or not isinstance(stmt, ast.Assign) or len(stmt.targets) != 1:
+            continue
+        target, value = stmt.targets[0], stmt.value
+        if isinstance(target, ast.Name) and target.id == name and isinstance(value, ast.Call) \
+                and isinstance(value.func, ast.Attribute) and value.func.attr == "unbind":
+            return _root(value.func.value) or name
+        if isinstance(target, ast.Tuple) and isinstance(value, ast.GeneratorExp) \
+                and isinstance(value.elt, ast.Call) and isinstance(value.elt.func, ast.Attribute) \
+                and value.elt.func.attr == "unbind" and isinstance(value.generators[0].iter, ast.Tuple):
+            names = [t.id if isinstance(t, ast.Name) else None for t in target.elts]
+            sources = value.generators[0].iter.elts
+            if name in names and len(sources) == len(names) and isinstance(sources[names.index(name)], ast.Name):
+                return sources[names.index(name)].id
+    return name
+
+
 def locate(code: str) -> Anchors | None:
     """The sites of `delta_rule_chunkwise` in `code`, or None when it does not parse or has no such function."""
     try:
@@ -139,6 +159,7 @@ def locate(code: str) -> Anchors | None:
     attention = _root(uses[0]) if uses else None
     if attention is None or attention == state:
         return Anchors(**anchors)
+    attention = _unbound_source(fn, loop, attention)
     inside = [s for s in loop.body[defs[-1] + 1:at] if _assigns(s, attention)]
     outside = [s for s in fn.body if s.lineno < loop.lineno and _assigns(s, attention)]
     where = inside or outside

@@ -47,12 +47,14 @@ def gated_delta_rule_chunkwise(q, k, v, beta, g, chunk_size=32):
     k_to_end = k * (gamma[..., -1:] - gamma).exp()[..., None]
     chunk_decay = gamma[..., -1].exp()
 
+    # Per-chunk views: unbind's backward is one stack, not a full-size zero tensor per chunk.
+    qs, ks, ws, us, attns, decays = (x.unbind(2) for x in (q_decayed, k_to_end, w, u, attn, chunk_decay))
     S = q.new_zeros(B, H, Dk, Dv)
     o = []
     for n in range(N):
-        u_n = u[:, :, n] - w[:, :, n] @ S
-        o.append(q_decayed[:, :, n] @ S + attn[:, :, n] @ u_n)
-        S = chunk_decay[:, :, n, None, None] * S + k_to_end[:, :, n].transpose(-1, -2) @ u_n
+        u_n = us[n] - ws[n] @ S
+        o.append(qs[n] @ S + attns[n] @ u_n)
+        S = decays[n][:, :, None, None] * S + ks[n].transpose(-1, -2) @ u_n
     o = rearrange(torch.stack(o, dim=2), "b h n c d -> b h (n c) d")
     return o, S
 

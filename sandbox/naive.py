@@ -44,12 +44,15 @@ def delta_rule_chunkwise(q, k, v, beta, chunk_size=32):
     # Intra-chunk attention, causal including the diagonal: token t reads its own update.
     attn = (q @ k.transpose(-1, -2)).masked_fill(~causal, 0)
 
+    # Per-chunk views. The backward of unbind is one stack, where indexing x[:, :, n] inside the
+    # loop would write a full-size zero tensor per chunk (quadratic in the length).
+    qs, ks, ws, us, attns = (x.unbind(2) for x in (q, k, w, u, attn))
     S = q.new_zeros(B, H, Dk, Dv)
     o = []
     for n in range(N):
         # The delta: pseudo-values minus what the state entering the chunk already predicts.
-        u_n = u[:, :, n] - w[:, :, n] @ S
-        o.append(q[:, :, n] @ S + attn[:, :, n] @ u_n)
-        S = S + k[:, :, n].transpose(-1, -2) @ u_n
+        u_n = us[n] - ws[n] @ S
+        o.append(qs[n] @ S + attns[n] @ u_n)
+        S = S + ks[n].transpose(-1, -2) @ u_n
     o = rearrange(torch.stack(o, dim=2), "b h n c d -> b h (n c) d")
     return o, S

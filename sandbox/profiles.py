@@ -22,6 +22,7 @@ class Profile:
     max_epochs: int = 200
     max_steps: int | None = None      # cap on optimiser steps per run; None: MAD's 200 epochs
     patience: int = 20                # epochs without a validation gain before a run stops (mad-lab: 20)
+    min_eval_steps: int = 0           # validate every epoch (0, MAD) or only after this many steps
     batch_size: int = 128
     eval_batch: int = 256
     valid_size: int = 1280
@@ -31,8 +32,8 @@ class Profile:
 
     def budget(self) -> Budget:
         return Budget(batch_size=self.batch_size, max_epochs=self.max_epochs, max_steps=self.max_steps,
-                      patience=self.patience, valid_size=self.valid_size, test_size=self.test_size,
-                      eval_batch=self.eval_batch)
+                      patience=self.patience, min_eval_steps=self.min_eval_steps, valid_size=self.valid_size,
+                      test_size=self.test_size, eval_batch=self.eval_batch)
 
     def runs(self, seeds) -> list[Run]:
         return [Run(s, int(seed), lr, wd) for s in self.settings for seed in seeds
@@ -88,8 +89,8 @@ PROFILES: dict[str, Profile] = {p.name: p for p in (
         name="quick",
         purpose="The cascade's first GPU stage: per task the baseline and its hardest still-learnable "
                 "setting (QUICK_HARD), one (lr, wd), runs capped at 400 steps so a candidate costs under a "
-                "minute per seed on an H100.",
-        settings=_quick_settings(), max_steps=400),
+                "minute per seed on an H100. Validated at most every 25 steps (Memorize's epochs are 2 steps).",
+        settings=_quick_settings(), max_steps=400, min_eval_steps=25),
     Profile(
         name="screen",
         purpose="The default for GPU searches: all 66 MAD settings at lr 1e-3, wd 0 (1e-3 beat 5e-4 on "
@@ -98,8 +99,8 @@ PROFILES: dict[str, Profile] = {p.name: p for p in (
                 "baseline-only profile cannot tell candidates apart. Runs are capped at 1,000 steps (MAD: "
                 "up to 20,000): the baseline's step costs 71 ms at seq_len 1024 on an H100 (5 ms at 128) "
                 "and does not get cheaper per member when batched, so at 2,000 steps 9 of the 66 settings "
-                "took 8 minutes; `mad` keeps the full budget.",
-        settings=tuple(tasks.mad_settings()), max_steps=1000),
+                "took 8 minutes; `mad` keeps the full budget. Validated at most every 25 steps.",
+        settings=tuple(tasks.mad_settings()), max_steps=1000, min_eval_steps=25),
     Profile(
         name="mad",
         purpose="The full MAD protocol, for verification and published tables: 66 settings x lr {1e-4, "

@@ -3,8 +3,8 @@
 A run is (setting, seed, lr, weight decay). Runs of one group are the members of one MADModel: per-member
 AdamW (betas 0.9/0.999, eps 1e-8, decay on all parameters, constant lr as mad-lab's released code
 trains), batch 128, at most 200 epochs, per-member early stopping on a validation split (>= 0.999, or no
-gain for `patience` epochs) with the best-validation checkpoint kept in memory and scored on the test
-set. On CUDA the whole step is captured in a CUDA graph, with eager fallback. Tested by tests/test_train.py.
+gain for `patience` epochs; validated after every epoch, or every `min_eval_steps` steps where epochs are
+short) with the best-validation checkpoint kept in memory and scored on the test set. On CUDA the whole step is captured in a CUDA graph, with eager fallback. Tested by tests/test_train.py.
 """
 from __future__ import annotations
 
@@ -70,6 +70,8 @@ class Budget:
     max_epochs: int = 200
     max_steps: int | None = None   # a cap on optimiser steps per run (cheap profiles only)
     patience: int = 20
+    min_eval_steps: int = 0        # validate after an epoch only once this many steps passed since the last
+                                   # validation (and always after the last epoch); 0: every epoch, as MAD does
     valid_size: int = 1280
     test_size: int | None = None   # None: the setting's num_test_examples
     eval_batch: int = 256
@@ -333,7 +335,7 @@ class GroupTrainer:
             if improved[-1]:
                 m.best, m.best_epoch, m.since = acc[g], epoch, 0
             else:
-                m.since += 1
+                m.since = epoch - m.best_epoch
             if m.best >= STOP_ACCURACY or m.since >= self.budget.patience:
                 m.active = False
         if any(improved):
@@ -346,6 +348,7 @@ class GroupTrainer:
         N, B = self.train[0].shape[1], b.batch_size
         spe = math.ceil(N / B)
         max_epochs = b.max_epochs if b.max_steps is None else max(1, min(b.max_epochs, b.max_steps // spe))
+        unvalidated = 0                # steps since the last validation
         for epoch in range(1, max_epochs + 1):
             t0 = time.monotonic()
             x_flat, y_flat = self.train[0].view(self.G * N, -1), self.train[1].view(self.G * N, -1)
@@ -354,10 +357,17 @@ class GroupTrainer:
                 self.x_buf.copy_(x_flat[idx[s]])
                 self.y_buf.copy_(y_flat[idx[s]].masked_fill(~keep[s][..., None], tasks.IGNORE))
                 self._replay("train")
+            unvalidated += spe
+            if unvalidated < b.min_eval_steps and epoch < max_epochs:
+                self.execution.timings["train_s"] += time.monotonic() - t0
+                for m in self.members:
+                    m.seconds += (time.monotonic() - t0) / self.G
+                continue
             t_eval = time.monotonic()
             acc, _ = self.evaluate(self.valid)
-            losses = (self.loss_acc / spe).tolist()
+            losses = (self.loss_acc / unvalidated).tolist()
             self.loss_acc.zero_()
+            unvalidated = 0
             self._end_epoch(epoch, acc, losses)
             t_end = time.monotonic()
             self.execution.timings["train_s"] += t_eval - t0

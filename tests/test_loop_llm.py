@@ -10,13 +10,13 @@ from loop_support import FAIL_MARKER, CountingEvaluate, llm_sections, new_worksp
 from openai_server import (FakeOpenAI, error, proposal_json, proposal_text, reply, search_replace_text, slow,
                            wrong_signature)
 
-STATE_UPDATE = "S = S + k[:, :, n].transpose(-1, -2) @ u_n"
+STATE_UPDATE = "S = S + ks[n].transpose(-1, -2) @ u_n"
 
 
 def variant(parent_code: str, factor: str) -> str:
     """The parent with a decayed state update: a real, valid change that static checks accept."""
     assert STATE_UPDATE in parent_code
-    return parent_code.replace(STATE_UPDATE, f"S = {factor} * S + k[:, :, n].transpose(-1, -2) @ u_n")
+    return parent_code.replace(STATE_UPDATE, f"S = {factor} * S + ks[n].transpose(-1, -2) @ u_n")
 
 
 @pytest.fixture(autouse=True)

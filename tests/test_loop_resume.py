@@ -19,7 +19,7 @@ from openai_server import FakeOpenAI, proposal_json, reply
 
 ROOT = Path(__file__).resolve().parent.parent
 TESTS = Path(__file__).resolve().parent
-UPDATE = "S = S + k[:, :, n].transpose(-1, -2) @ u_n"
+UPDATE = "S = S + ks[n].transpose(-1, -2) @ u_n"
 
 DRIVER = textwrap.dedent("""
     import hashlib, os, sys, time
@@ -57,7 +57,7 @@ def server():
     with FakeOpenAI() as s:
         def answer(request):
             n = len(s.chat_requests)
-            code = BASELINE.replace(UPDATE, f"S = 0.{90 + n} * S + k[:, :, n].transpose(-1, -2) @ u_n")
+            code = BASELINE.replace(UPDATE, f"S = 0.{90 + n} * S + ks[n].transpose(-1, -2) @ u_n")
             return reply(proposal_json(f"idea_{n}", code=code))
         s.default = answer
         yield s

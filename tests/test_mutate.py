@@ -134,6 +134,34 @@ def test_transformations_combine_one_per_slot_and_never_twice():
     assert_valid(code)
 
 
+INDEXED_LOOP = """    for n in range(N):
+        # The delta: pseudo-values minus what the state entering the chunk already predicts.
+        u_n = u[:, :, n] - w[:, :, n] @ S
+        o.append(q[:, :, n] @ S + attn[:, :, n] @ u_n)
+        S = S + k[:, :, n].transpose(-1, -2) @ u_n
+"""
+
+
+@pytest.mark.parametrize("form", ["unbind generator", "indexed", "one unbind per tensor"])
+def test_the_attention_is_found_through_per_chunk_views(form):
+    """Parents that index the chunk in the loop, or hold unbind views of it, anchor the same `attn` statement."""
+    start = BASELINE.index("    # Per-chunk views.")
+    loop_end = BASELINE.index("    o = rearrange(torch.stack")
+    code = BASELINE
+    if form == "indexed":
+        code = BASELINE[:start] + "    S = q.new_zeros(B, H, Dk, Dv)\n    o = []\n" + INDEXED_LOOP + BASELINE[loop_end:]
+    elif form == "one unbind per tensor":
+        code = BASELINE.replace("qs, ks, ws, us, attns = (x.unbind(2) for x in (q, k, w, u, attn))",
+                                "qs, ks, ws, us = (x.unbind(2) for x in (q, k, w, u))\n    attns = attn.unbind(2)")
+    anchors = locate(code)
+    assert anchors.attention == "attn" and anchors.attention_stmt.text.startswith("attn = (q @ k.transpose")
+    assert anchors.error == "u_n"
+    softmax = BY_NAME["intra_chunk_softmax"]
+    changed = softmax.apply(code, softmax.grid[0])
+    assert changed is not None
+    assert not torch.allclose(assert_valid(changed), load(code)(*inputs(), chunk_size=16)[0], atol=1e-4)
+
+
 def test_a_transformation_whose_site_is_missing_is_skipped():
     anchors = locate(RECURRENT_PARENT)
     assert anchors.state == "S" and anchors.error is None and anchors.attention is None

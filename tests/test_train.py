@@ -150,6 +150,33 @@ def test_run_stops_after_patience_epochs_without_gain(monkeypatch):
     assert out.valid_accuracy == 0.5 and out.best_step == 2 * 3 and out.steps == 4 * 3
 
 
+def test_short_epochs_are_validated_every_min_eval_steps_and_patience_stays_in_epochs(monkeypatch):
+    # 48 examples at batch 16: 3 steps an epoch; validating once >= 7 steps passed is every third epoch
+    t = trainer([Run(tiny(), 0, 1e-3, 0.0)], dataclasses.replace(TINY, max_epochs=20, patience=5, min_eval_steps=7))
+    seen, scores = [], iter([0.3, 0.5, 0.4, 0.45, 0.9])
+
+    def evaluate(data):
+        if data is t.valid:
+            seen.append(t.loss_acc.clone())
+            return [next(scores)], [0.0]
+        return [0.2], [0.2]
+
+    monkeypatch.setattr(t, "evaluate", evaluate)
+    out = t.fit()[0]
+    # validated after epochs 3, 6, 9: best at 6, and 9 - 6 = 3 < 5; stopped after epoch 12 (12 - 6 >= 5)
+    assert len(seen) == 4 and out.best_step == 6 * 3 and out.steps == 12 * 3 and out.valid_accuracy == 0.5
+    # the loss logged at a validation is the mean over every step since the previous one (9 steps here)
+    assert all(float(v) > 0 for v in seen)
+
+
+def test_the_last_epoch_is_always_validated(monkeypatch):
+    t = trainer([Run(tiny(), 0, 1e-3, 0.0)], dataclasses.replace(TINY, max_epochs=4, patience=50, min_eval_steps=100))
+    calls = []
+    monkeypatch.setattr(t, "evaluate", lambda data: (calls.append(data is t.valid), ([0.4], [0.4]))[1])
+    out = t.fit()[0]
+    assert calls.count(True) == 1 and out.best_step == out.steps == 4 * 3
+
+
 def test_profiles_cover_the_mad_protocol():
     assert len(get_profile("screen").settings) == 66
     mad = get_profile("mad")
