@@ -168,24 +168,26 @@ def linear(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None = None) -> t
 
 def rms_norm(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
     """RMSNorm over the last dim with a per-member weight w [G, D]; x is [G, ..., D]."""
-    w = w.view(w.shape[0], *([1] * (x.dim() - 2)), w.shape[-1])
-    return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + NORM_EPS) * w
+    return F.rms_norm(x, (x.shape[-1],), eps=NORM_EPS) * w.view(w.shape[0], *([1] * (x.dim() - 2)), w.shape[-1])
 
 
 def l2_norm(x: torch.Tensor) -> torch.Tensor:
-    """fla's l2norm: x / sqrt(sum x^2 + 1e-6)."""
-    return x * torch.rsqrt(x.pow(2).sum(-1, keepdim=True) + 1e-6)
+    """fla's l2norm, x / sqrt(sum x^2 + 1e-6), as one fused RMSNorm: D^-1/2 x / sqrt(mean x^2 + 1e-6 / D)."""
+    D = x.shape[-1]
+    return F.rms_norm(x, (D,), eps=1e-6 / D) * D ** -0.5
 
 
 def short_conv(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
-    """Depthwise causal convolution of width 4 then SiLU; x [G, B, L, C], w [G, C, 4]."""
+    """Depthwise causal convolution of width 4 then SiLU; x [G, B, L, C], w [G, C, 4] -> [G, B, L, C].
+
+    One grouped conv1d over the G*C channels (padded both sides, the first L outputs kept: causal) instead
+    of a shifted multiply-add per tap: measured 10% off the whole training step on an H100 (NOTES.md).
+    """
     G, B, L, C = x.shape
     K = w.shape[-1]
-    xp = F.pad(x, (0, 0, K - 1, 0))
-    y = xp[:, :, 0:L] * w[:, None, None, :, 0]
-    for j in range(1, K):
-        y = y + xp[:, :, j:j + L] * w[:, None, None, :, j]
-    return F.silu(y)
+    y = F.conv1d(x.permute(1, 0, 3, 2).reshape(B, G * C, L), w.reshape(G * C, 1, K), padding=K - 1,
+                 groups=G * C)[..., :L]
+    return F.silu(y).view(B, G, C, L).permute(1, 0, 3, 2).contiguous()
 
 
 def to_heads(x: torch.Tensor, heads: int) -> torch.Tensor:
@@ -212,8 +214,7 @@ def pad_to_chunk(x: torch.Tensor, dim: int = 2) -> torch.Tensor:
 def head_norm(o: torch.Tensor, w: torch.Tensor, G: int) -> torch.Tensor:
     """Per-head RMSNorm over head_v_dim with a per-member weight: o [G*B, H, L, D], w [G, D]."""
     GB, H, L, D = o.shape
-    o = o.view(G, GB // G, H, L, D)
-    o = o * torch.rsqrt(o.pow(2).mean(-1, keepdim=True) + NORM_EPS) * w[:, None, None, None, :]
+    o = F.rms_norm(o.view(G, GB // G, H, L, D), (D,), eps=NORM_EPS) * w[:, None, None, None, :]
     return o.view(GB, H, L, D)
 
 

@@ -2,6 +2,7 @@
 import pytest
 import torch
 
+from sandbox import model
 from sandbox.gated import gated_delta_rule_chunkwise
 from sandbox.model import CHUNK, MADModel, count_parameters
 from sandbox.naive import delta_rule_chunkwise
@@ -81,3 +82,24 @@ def test_members_do_not_share_gradients():
     loss[0].backward()
     assert m.bank.grad[0].abs().sum() > 0
     assert m.bank.grad[1].abs().sum() == 0
+
+
+def test_fused_layers_equal_their_definitions():
+    """The model's layers are written for speed; here each is checked against its textbook form in float64."""
+    torch.manual_seed(0)
+    G, B, L, C, D = 3, 2, 11, 12, 8
+    x = torch.randn(G, B, L, C, dtype=torch.float64)
+    w = torch.randn(G, C, 4, dtype=torch.float64)
+    padded = torch.nn.functional.pad(x, (0, 0, 3, 0))
+    conv = sum(padded[:, :, j:j + L] * w[:, None, None, :, j] for j in range(4))   # y_t = sum_j w_j x_{t-3+j}
+    torch.testing.assert_close(model.short_conv(x, w), torch.nn.functional.silu(conv), rtol=1e-12, atol=1e-12)
+    gain = torch.randn(G, C, dtype=torch.float64)
+    rms = x / torch.sqrt(x.pow(2).mean(-1, keepdim=True) + model.NORM_EPS) * gain[:, None, None, :]
+    torch.testing.assert_close(model.rms_norm(x, gain), rms, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(model.l2_norm(x), x / torch.sqrt(x.pow(2).sum(-1, keepdim=True) + 1e-6),
+                               rtol=1e-12, atol=1e-12)
+    o = torch.randn(G * B, 4, L, D, dtype=torch.float64)
+    head_gain = torch.randn(G, D, dtype=torch.float64)
+    expected = (o / torch.sqrt(o.pow(2).mean(-1, keepdim=True) + model.NORM_EPS)).view(G, B, 4, L, D) \
+        * head_gain[:, None, None, None, :]
+    torch.testing.assert_close(model.head_norm(o, head_gain, G), expected.view(G * B, 4, L, D), rtol=1e-12, atol=1e-12)
