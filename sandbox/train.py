@@ -363,6 +363,8 @@ class GroupTrainer:
                 for m in self.members:
                     m.seconds += (time.monotonic() - t0) / self.G
                 continue
+            if self.device.type == "cuda":     # the queued steps count as training time, not validation
+                torch.cuda.synchronize(self.device)
             t_eval = time.monotonic()
             acc, _ = self.evaluate(self.valid)
             losses = (self.loss_acc / unvalidated).tolist()
