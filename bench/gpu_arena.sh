@@ -3,7 +3,8 @@
 #   bench/gpu_arena.sh env smoke step screen
 # Logs and result JSON go to $OUT (default /tmp/archer-out); each stage prints a short table last.
 # Stages: env (GPU, torch), smoke (worker end to end on CUDA), step (ms/step: eager vs graphs vs members),
-# screen (delta_net baseline, one seed; SCREEN_LIMIT seconds at most), rest (the screen settings listed
+# screen (delta_net baseline, one seed; SCREEN_LIMIT seconds at most), screen-file (the same for the
+# file CANDIDATE names, output screen_<name>.json), rest (the screen settings listed
 # in bench/screen_rest.txt), quick3 (quick, 3 seeds, the three
 # models), eval (bench_eval.py: one quick evaluation eager vs graphs), throughput (bench_throughput.py).
 set -uo pipefail
@@ -25,6 +26,11 @@ for stage in "$@"; do
               --out "$OUT/screen.json" > "$OUT/screen.log" 2>&1
             python3 bench/summarize.py "$OUT/screen.json"
             python3 bench/pick_quick.py "$OUT/screen.json" > "$OUT/pick_quick.txt"; grep -- "->" "$OUT/pick_quick.txt";;
+    screen-file) f=${CANDIDATE:?set CANDIDATE to a naive.py file}; n=$(basename "$f" .py)
+            /usr/bin/time -f "screen wall %e s" timeout "${SCREEN_LIMIT:-3000}" \
+              python3 -m sandbox eval --candidate "$f" --device cuda --profile screen \
+              --out "$OUT/screen_$n.json" > "$OUT/screen_$n.log" 2>&1
+            tail -1 "$OUT/screen_$n.log"; python3 bench/summarize.py "$OUT/screen_$n.json";;
     quick3) for m in delta_net gated_delta_net transformer; do
               timeout "${QUICK_LIMIT:-3000}" python3 -m sandbox eval --candidate sandbox/naive.py --device cuda --profile quick --model "$m" --seeds 0,1,2 --out "$OUT/quick_$m.json" > "$OUT/quick_$m.log" 2>&1
             done
