@@ -20,7 +20,7 @@ for stage in "$@"; do
     smoke) worker --profile smoke --out "$OUT/smoke.json" > "$OUT/smoke.log" 2>&1
            python3 bench/summarize.py "$OUT/smoke.json";;
     step) python3 bench/bench_step.py --out "$OUT/step.json";;
-    core) python3 bench/bench_core.py;;
+    core) python3 bench/bench_fuse.py --profile --variants plain --configs "CR L=1024 G=4";;
     screen) /usr/bin/time -f "screen wall %e s" timeout "${SCREEN_LIMIT:-3000}" \
               python3 -m sandbox eval --candidate sandbox/naive.py --device cuda --profile screen \
               --out "$OUT/screen.json" > "$OUT/screen.log" 2>&1
