@@ -4,7 +4,8 @@
 # Logs and result JSON go to $OUT (default /tmp/archer-out); each stage prints a short table last.
 # Stages: env (GPU, torch), smoke (worker end to end on CUDA), step (ms/step: eager vs graphs vs members),
 # screen (delta_net baseline, one seed; SCREEN_LIMIT seconds at most), screen-file (the same for the
-# file CANDIDATE names, output screen_<name>.json), rest (the screen settings listed
+# file CANDIDATE names, output screen_<name>.json), noise (PROFILE's TASKS over SEEDS for each of the
+# CANDIDATES files: is a difference beyond the seed-to-seed spread?), rest (the screen settings listed
 # in bench/screen_rest.txt), quick3 (quick, 3 seeds, the three
 # models), eval (bench_eval.py: one quick evaluation eager vs graphs), throughput (bench_throughput.py).
 set -uo pipefail
@@ -31,6 +32,12 @@ for stage in "$@"; do
               python3 -m sandbox eval --candidate "$f" --device cuda --profile screen \
               --out "$OUT/screen_$n.json" > "$OUT/screen_$n.log" 2>&1
             tail -1 "$OUT/screen_$n.log"; python3 bench/summarize.py "$OUT/screen_$n.json";;
+    noise) for f in ${CANDIDATES:-sandbox/naive.py}; do n=$(basename "$f" .py)
+              timeout "${NOISE_LIMIT:-300}" python3 -m sandbox eval --candidate "$f" --device cuda \
+                --profile "${PROFILE:-screen}" --tasks "${TASKS:-memorize}" --seeds "${SEEDS:-1,2,3}" \
+                --out "$OUT/noise_$n.json" > "$OUT/noise_$n.log" 2>&1
+              python3 bench/summarize.py "$OUT/noise_$n.json"
+            done;;
     quick3) for m in delta_net gated_delta_net transformer; do
               timeout "${QUICK_LIMIT:-3000}" python3 -m sandbox eval --candidate sandbox/naive.py --device cuda --profile quick --model "$m" --seeds 0,1,2 --out "$OUT/quick_$m.json" > "$OUT/quick_$m.log" 2>&1
             done
