@@ -4,7 +4,8 @@ A run is (setting, seed, lr, weight decay). Runs of one group are the members of
 AdamW (betas 0.9/0.999, eps 1e-8, decay on all parameters, constant lr as mad-lab's released code
 trains), batch 128, at most 200 epochs, per-member early stopping on a validation split (>= 0.999, or no
 gain for `patience` epochs; validated after every epoch, or every `min_eval_steps` steps where epochs are
-short) with the best-validation checkpoint kept in memory and scored on the test set. On CUDA the whole step is captured in a CUDA graph, with eager fallback. Tested by tests/test_train.py.
+short) with the best-validation checkpoint kept in memory and scored on the test set. On CUDA the whole
+step is captured in a CUDA graph, with eager fallback. Tested by tests/test_train.py.
 """
 from __future__ import annotations
 
