@@ -171,7 +171,6 @@ class Member:
     best: float = -1.0
     best_epoch: int = 0
     last_epoch: int = 0
-    since: int = 0
     active: bool = True
     seconds: float = 0.0
 
@@ -334,10 +333,8 @@ class GroupTrainer:
             m.last_epoch = epoch
             improved.append(acc[g] > m.best)
             if improved[-1]:
-                m.best, m.best_epoch, m.since = acc[g], epoch, 0
-            else:
-                m.since = epoch - m.best_epoch
-            if m.best >= STOP_ACCURACY or m.since >= self.budget.patience:
+                m.best, m.best_epoch = acc[g], epoch
+            if m.best >= STOP_ACCURACY or epoch - m.best_epoch >= self.budget.patience:
                 m.active = False
         if any(improved):
             mask = torch.tensor(improved, device=self.device)[:, None]
@@ -349,9 +346,9 @@ class GroupTrainer:
         N, B = self.train[0].shape[1], b.batch_size
         spe = math.ceil(N / B)
         max_epochs = b.max_epochs if b.max_steps is None else max(1, min(b.max_epochs, b.max_steps // spe))
-        unvalidated = 0                # steps since the last validation
+        unvalidated = 0                # steps since the last validation, and when they began
+        t0 = time.monotonic()
         for epoch in range(1, max_epochs + 1):
-            t0 = time.monotonic()
             x_flat, y_flat = self.train[0].view(self.G * N, -1), self.train[1].view(self.G * N, -1)
             idx, keep = self._epoch_batches(N, B)
             for s in range(spe):
@@ -360,9 +357,6 @@ class GroupTrainer:
                 self._replay("train")
             unvalidated += spe
             if unvalidated < b.min_eval_steps and epoch < max_epochs:
-                self.execution.timings["train_s"] += time.monotonic() - t0
-                for m in self.members:
-                    m.seconds += (time.monotonic() - t0) / self.G
                 continue
             if self.device.type == "cuda":     # the queued steps count as training time, not validation
                 torch.cuda.synchronize(self.device)
@@ -386,6 +380,7 @@ class GroupTrainer:
             if len(active) <= 0.75 * self.G and epoch < max_epochs:
                 self._finish([g for g, m in enumerate(self.members) if not m.active], spe)
                 self._keep(active)
+            t0 = time.monotonic()
         self._finish(list(range(self.G)), spe)
         return [self.outcomes[i] for i in range(len(self.runs))]
 
