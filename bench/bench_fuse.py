@@ -1,9 +1,10 @@
-"""Which change makes the training step cheaper: bf16, torch.compile, a cheaper UT transform, or none.
+"""Which change makes the training step cheaper: bf16, torch.compile, fused layers, a cheaper UT transform.
 
-`python3 bench/bench_fuse.py [--steps 30] [--only NAME,...] [--out fuse.json]` on a GPU machine (torch
-only). Every variant is a real GroupTrainer step (forward, backward, per-member AdamW) on real data,
+`python3 bench/bench_fuse.py [--variants plain,bf16,...] [--cores solve,indexed] [--configs LABEL,...]
+[--profile] [--out fuse.json]` on a GPU machine (torch only). Every variant is a real GroupTrainer step (forward, backward, per-member AdamW) on real data,
 captured in a CUDA graph and timed over replays with device events; the compile time of the compiled
-variants is printed beside. It also times the candidate's own forward + backward alone, and prints the
+variants is printed beside; `decomposed-norm` and `tap-conv` put back the model layers sandbox/model.py
+had before it fused them. It also times the candidate's own forward + backward alone, and prints the
 top kernels of the plain graphed step, so the table says where the time goes.
 """
 from __future__ import annotations
@@ -57,35 +58,40 @@ STEPS = [  # (label, task, setting changes, members)
 ]
 
 
-def rms_norm_fused(x, w):
-    return F.rms_norm(x, (x.shape[-1],), eps=mad_model.NORM_EPS) * w.view(w.shape[0], *([1] * (x.dim() - 2)), -1)
+# The model's layers as they were before sandbox/model.py adopted the fused forms (one elementwise kernel
+# per operation), so that the bench can still measure what the fused forms buy.
+def rms_norm_decomposed(x, w):
+    w = w.view(w.shape[0], *([1] * (x.dim() - 2)), w.shape[-1])
+    return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + mad_model.NORM_EPS) * w
 
 
-def l2_norm_fused(x):
-    D = x.shape[-1]
-    return F.rms_norm(x, (D,), eps=1e-6 / D) * D ** -0.5
+def l2_norm_decomposed(x):
+    return x * torch.rsqrt(x.pow(2).sum(-1, keepdim=True) + 1e-6)
 
 
-def head_norm_fused(o, w, G):
+def head_norm_decomposed(o, w, G):
     GB, H, L, D = o.shape
-    o = F.rms_norm(o.view(G, GB // G, H, L, D), (D,), eps=mad_model.NORM_EPS) * w[:, None, None, None, :]
+    o = o.view(G, GB // G, H, L, D)
+    o = o * torch.rsqrt(o.pow(2).mean(-1, keepdim=True) + mad_model.NORM_EPS) * w[:, None, None, None, :]
     return o.view(GB, H, L, D)
 
 
-def short_conv_conv1d(x, w):
-    G, B, L, C = x.shape
-    K = w.shape[-1]
-    xt = x.permute(1, 0, 3, 2).reshape(B, G * C, L)
-    y = F.conv1d(xt, w.reshape(G * C, 1, K), padding=K - 1, groups=G * C)[..., :L]
-    return F.silu(y).view(B, G, C, L).permute(1, 0, 3, 2).contiguous()
+def short_conv_taps(x, w):
+    L, K = x.shape[2], w.shape[-1]
+    xp = F.pad(x, (0, 0, K - 1, 0))
+    y = xp[:, :, 0:L] * w[:, None, None, :, 0]
+    for j in range(1, K):
+        y = y + xp[:, :, j:j + L] * w[:, None, None, :, j]
+    return F.silu(y)
 
 
-LAYERS = {"fastnorm": {"rms_norm": rms_norm_fused, "l2_norm": l2_norm_fused, "head_norm": head_norm_fused},
-          "conv1d": {"short_conv": short_conv_conv1d}}
+LAYERS = {"decomposed-norm": {"rms_norm": rms_norm_decomposed, "l2_norm": l2_norm_decomposed,
+                              "head_norm": head_norm_decomposed},
+          "tap-conv": {"short_conv": short_conv_taps}}
 
 
 def use_layers(variant: str) -> None:
-    """Install the model-layer replacements that `variant` names (and undo the others)."""
+    """Install the older model layers that `variant` names (and restore the model's own for the others)."""
     for name, table in LAYERS.items():
         for fn_name, fn in table.items():
             setattr(mad_model, fn_name, fn if name in variant else ORIGINAL[fn_name])

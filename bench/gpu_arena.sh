@@ -13,6 +13,12 @@ export PYTHONUNBUFFERED=1
 OUT=${OUT:-/tmp/archer-out}
 mkdir -p "$OUT"
 worker() { python3 -m sandbox eval --candidate sandbox/naive.py --device cuda "$@"; }
+# screen_eval FILE NAME: FILE on `screen`, at most SCREEN_LIMIT seconds, into $OUT/NAME.json and NAME.log
+screen_eval() {
+  /usr/bin/time -f "screen wall %e s" timeout "${SCREEN_LIMIT:-3000}" \
+    python3 -m sandbox eval --candidate "$1" --device cuda --profile screen --out "$OUT/$2.json" > "$OUT/$2.log" 2>&1
+  tail -1 "$OUT/$2.log"; python3 bench/summarize.py "$OUT/$2.json"
+}
 for stage in "$@"; do
   echo "=== $stage"
   case $stage in
@@ -22,16 +28,9 @@ for stage in "$@"; do
            python3 bench/summarize.py "$OUT/smoke.json";;
     step) python3 bench/bench_step.py --out "$OUT/step.json";;
     core) python3 bench/bench_fuse.py --profile --variants plain --configs "CR L=1024 G=4";;
-    screen) /usr/bin/time -f "screen wall %e s" timeout "${SCREEN_LIMIT:-3000}" \
-              python3 -m sandbox eval --candidate sandbox/naive.py --device cuda --profile screen \
-              --out "$OUT/screen.json" > "$OUT/screen.log" 2>&1
-            python3 bench/summarize.py "$OUT/screen.json"
+    screen) screen_eval sandbox/naive.py screen
             python3 bench/pick_quick.py "$OUT/screen.json" > "$OUT/pick_quick.txt"; grep -- "->" "$OUT/pick_quick.txt";;
-    screen-file) f=${CANDIDATE:?set CANDIDATE to a naive.py file}; n=$(basename "$f" .py)
-            /usr/bin/time -f "screen wall %e s" timeout "${SCREEN_LIMIT:-3000}" \
-              python3 -m sandbox eval --candidate "$f" --device cuda --profile screen \
-              --out "$OUT/screen_$n.json" > "$OUT/screen_$n.log" 2>&1
-            tail -1 "$OUT/screen_$n.log"; python3 bench/summarize.py "$OUT/screen_$n.json";;
+    screen-file) f=${CANDIDATE:?set CANDIDATE to a naive.py file}; screen_eval "$f" "screen_$(basename "$f" .py)";;
     noise) for f in ${CANDIDATES:-sandbox/naive.py}; do n=$(basename "$f" .py)
               timeout "${NOISE_LIMIT:-300}" python3 -m sandbox eval --candidate "$f" --device cuda \
                 --profile "${PROFILE:-screen}" --tasks "${TASKS:-memorize}" --seeds "${SEEDS:-1,2,3}" \
