@@ -33,6 +33,7 @@ class SettingScore(Strict):
     lr: float
     weight_decay: float
     accuracy: float
+    whole_set_accuracy: float | None = None     # absent in results written before it was recorded
     token_accuracy: float
     valid_accuracy: float = 0.0
     steps: int
@@ -57,6 +58,7 @@ class EvalResult(Strict):
     seeds: list[int] = Field(default_factory=list)
     candidate_sha256: str = ""
     scores: dict[str, Score] = Field(default_factory=dict)
+    whole_set_accuracy: dict[str, Score] = Field(default_factory=dict)
     token_accuracy: dict[str, Score] = Field(default_factory=dict)
     mean: float = 0.0
     std: float = 0.0

@@ -58,7 +58,7 @@ def _smoke_settings() -> tuple[tasks.Setting, ...]:
 # chance, except where that score is an artefact of the whole-set macro accuracy (Context Recall
 # seq_len=1024: 0.889 at 0.9997 token accuracy; Noisy Recall seq_len=512 and num_train_examples=1600: 0.888
 # at 0.9994: one stray prediction of a key class among ~100k-600k scored tokens counts as one more class
-# with recall 0). Measured macro accuracy beside each.
+# with recall 0). Measured whole-set macro accuracy (the score at the time) beside each.
 QUICK_HARD = {
     "compress": ("vocab_size", 128),          # 0.067 (chance 1/128)
     "context_recall": ("vocab_size", 128),    # 0.978

@@ -36,7 +36,9 @@ class SettingScore(TypedDict):
     seed: int
     lr: float
     weight_decay: float
-    accuracy: float      # MAD's macro-averaged accuracy over the whole test set (best checkpoint)
+    accuracy: float      # MAD's accuracy (best checkpoint): macro-averaged per test batch of 128, batch-size-
+                         # weighted mean over batches, as mad-lab logs it
+    whole_set_accuracy: float  # macro-averaged over the whole test set at once
     token_accuracy: float  # plain (micro) accuracy over scored test positions
     valid_accuracy: float  # best validation accuracy: what chose the checkpoint (and the lr x wd pick)
     steps: int           # optimiser steps taken
@@ -61,6 +63,7 @@ class EvalResult(TypedDict):
     seeds: list[int]
     candidate_sha256: str
     scores: dict[str, Score]         # per task (keys from TASKS): MAD accuracy, mean over its settings
+    whole_set_accuracy: dict[str, Score]
     token_accuracy: dict[str, Score]
     mean: float                      # mean over the six tasks (of the per-seed means)
     std: float                       # spread over seeds of the six-task mean
@@ -78,7 +81,7 @@ def failure(status: str, reason: str, message: str, **fields) -> dict:
     out = {
         "status": status, "reason": reason, "message": message,
         "model": "", "profile": "", "seeds": [], "candidate_sha256": "",
-        "scores": {}, "token_accuracy": {}, "mean": 0.0, "std": 0.0, "settings": [],
+        "scores": {}, "whole_set_accuracy": {}, "token_accuracy": {}, "mean": 0.0, "std": 0.0, "settings": [],
         "checks": [], "timings": {}, "execution": {}, "environment": {}, "log_tail": "",
     }
     out.update(fields)

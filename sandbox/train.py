@@ -4,8 +4,9 @@ A run is (setting, seed, lr, weight decay). Runs of one group are the members of
 AdamW (betas 0.9/0.999, eps 1e-8, decay on all parameters, constant lr as mad-lab's released code
 trains), batch 128, at most 200 epochs, per-member early stopping on a validation split (>= 0.999, or no
 gain for `patience` epochs; validated after every epoch, or every `min_eval_steps` steps where epochs are
-short) with the best-validation checkpoint kept in memory and scored on the test set. On CUDA the whole
-step is captured in a CUDA graph, with eager fallback. Tested by tests/test_train.py.
+short) with the best-validation checkpoint kept in memory and scored on the test set. Validation and test
+use MAD's accuracy: macro accuracy per batch of 128 examples, batch-size-weighted mean (sandbox/metrics.py).
+On CUDA the whole step is captured in a CUDA graph, with eager fallback. Tested by tests/test_train.py.
 """
 from __future__ import annotations
 
@@ -40,8 +41,10 @@ class Run:
 @dataclass
 class Outcome:
     run: Run
-    accuracy: float             # macro accuracy on the test set, best-validation checkpoint
-    token_accuracy: float
+    accuracy: float             # MAD's score on the test set, best-validation checkpoint: macro accuracy per
+                                # test batch of 128, batch-size-weighted mean (as mad-lab logs it)
+    whole_set_accuracy: float   # macro accuracy over the whole test set at once
+    token_accuracy: float       # plain accuracy over scored test positions
     valid_accuracy: float       # the best validation accuracy (what chose the checkpoint)
     steps: int
     best_step: int
@@ -213,7 +216,8 @@ class GroupTrainer:
         self.eval_batch = max(1, min(self.budget.eval_batch, MAX_EVAL_TOKENS // (G * L)))
         self.ex_buf = torch.zeros(G, self.eval_batch, L, dtype=torch.long, device=dev)
         self.ey_buf = torch.full_like(self.ex_buf, tasks.IGNORE)
-        self.counts = metrics.new_counts(G, self.model.vocab, dev)
+        self.counts = metrics.new_counts(G, self.model.vocab, dev, max(self.valid[0].shape[1], self.test[0].shape[1]))
+        self.eval_start = torch.zeros((), dtype=torch.long, device=dev)   # first example of the eval batch
         self._train_graph = self._eval_graph = None
         self._train_warm = self._eval_warm = 0
 
@@ -235,7 +239,7 @@ class GroupTrainer:
     def _eval_body(self) -> None:
         with torch.no_grad():
             preds = self.model(self.ex_buf).argmax(-1)
-            metrics.add_counts(self.counts, preds, self.ey_buf)
+            metrics.add_counts(self.counts, preds, self.ey_buf, self.eval_start)
 
     def _replay(self, kind: str) -> None:
         """Run one train or eval step: eager, warm-up on the side stream, capture, or graph replay."""
@@ -282,8 +286,9 @@ class GroupTrainer:
         keep = keep.view(self.G, spe, B).transpose(0, 1).contiguous()
         return idx.to(self.device), keep.to(self.device)
 
-    def evaluate(self, data: tuple[torch.Tensor, torch.Tensor]) -> tuple[list[float], list[float]]:
-        """Macro and token accuracy per member over the whole split (one host sync at the end)."""
+    def evaluate(self, data: tuple[torch.Tensor, torch.Tensor]) -> tuple[list[float], list[float], list[float]]:
+        """Per member: MAD's accuracy (macro per batch of 128 examples, batch-size-weighted mean), the whole-split
+        macro accuracy and token accuracy (one host sync at the end)."""
         x, y = data
         n, Be = x.shape[1], self.eval_batch
         self.counts.zero_()
@@ -292,8 +297,12 @@ class GroupTrainer:
             self.ex_buf[:, :xb.shape[1]].copy_(xb)
             self.ey_buf.fill_(tasks.IGNORE)
             self.ey_buf[:, :yb.shape[1]].copy_(yb)
+            self.eval_start.fill_(i)
             self._replay("eval")
-        return (metrics.macro_accuracy(self.counts).tolist(), metrics.token_accuracy(self.counts).tolist())
+        mad, whole, token = torch.stack([metrics.macro_accuracy(self.counts, n),
+                                         metrics.whole_set_macro_accuracy(self.counts),
+                                         metrics.token_accuracy(self.counts)]).tolist()
+        return mad, whole, token
 
     def _finish(self, which: list[int], spe: int) -> None:
         """Score the best checkpoints of members `which` (positions in the current group) on the test set."""
@@ -302,15 +311,16 @@ class GroupTrainer:
         with torch.no_grad():
             current = bank.flat.clone()
             bank.flat.copy_(self.best_flat)
-            acc, tok = self.evaluate(self.test)
+            acc, whole, tok = self.evaluate(self.test)
             bank.flat.copy_(current)
         self.execution.timings["eval_s"] += time.monotonic() - t0
         for g in which:
             m = self.members[g]
-            o = self.outcomes[m.position] = Outcome(m.run, acc[g], tok[g], m.best, m.last_epoch * spe,
-                                                    m.best_epoch * spe, m.seconds)
-            self.log(f"  {o.run.label}: test acc {o.accuracy:.4f} (token {o.token_accuracy:.4f}), best val "
-                     f"{o.valid_accuracy:.4f} at step {o.best_step}/{o.steps}")
+            o = self.outcomes[m.position] = Outcome(
+                m.run, accuracy=acc[g], whole_set_accuracy=whole[g], token_accuracy=tok[g], valid_accuracy=m.best,
+                steps=m.last_epoch * spe, best_step=m.best_epoch * spe, seconds=m.seconds)
+            self.log(f"  {o.run.label}: test acc {o.accuracy:.4f} (whole set {o.whole_set_accuracy:.4f}, token "
+                     f"{o.token_accuracy:.4f}), best val {o.valid_accuracy:.4f} at step {o.best_step}/{o.steps}")
 
     def _keep(self, which: list[int]) -> None:
         """Continue with members `which` only: slice data, parameters, optimiser state; recapture later."""
@@ -361,7 +371,7 @@ class GroupTrainer:
             if self.device.type == "cuda":     # the queued steps count as training time, not validation
                 torch.cuda.synchronize(self.device)
             t_eval = time.monotonic()
-            acc, _ = self.evaluate(self.valid)
+            acc = self.evaluate(self.valid)[0]
             losses = (self.loss_acc / unvalidated).tolist()
             self.loss_acc.zero_()
             unvalidated = 0

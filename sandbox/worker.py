@@ -75,26 +75,29 @@ def summarize(outcomes: list[Outcome], seeds: list[int]) -> dict:
         key = (o.run.setting.task, o.run.setting.name, o.run.seed)
         if key not in chosen or o.valid_accuracy > chosen[key].valid_accuracy:
             chosen[key] = o
-    scores, tokens, per_seed_mean = {}, {}, {s: [] for s in seeds}
+    scores, wholes, tokens, per_seed_mean = {}, {}, {}, {s: [] for s in seeds}
     for task in TASKS:
-        acc, tok = [], []
+        acc, whole, tok = [], [], []
         for seed in seeds:
             picks = [o for (t, _, s), o in chosen.items() if t == task and s == seed]
             if not picks:
                 break
             acc.append(statistics.fmean(o.accuracy for o in picks))
+            whole.append(statistics.fmean(o.whole_set_accuracy for o in picks))
             tok.append(statistics.fmean(o.token_accuracy for o in picks))
         if len(acc) != len(seeds):
             continue
-        scores[task], tokens[task] = score(acc), score(tok)
+        scores[task], wholes[task], tokens[task] = score(acc), score(whole), score(tok)
         for seed, a in zip(seeds, acc):
             per_seed_mean[seed].append(a)
     overall = [statistics.fmean(v) for v in per_seed_mean.values() if v]
     settings = [{"task": o.run.setting.task, "setting": o.run.setting.name, "seed": o.run.seed, "lr": o.run.lr,
-                 "weight_decay": o.run.weight_decay, "accuracy": o.accuracy, "token_accuracy": o.token_accuracy,
+                 "weight_decay": o.run.weight_decay, "accuracy": o.accuracy,
+                 "whole_set_accuracy": o.whole_set_accuracy, "token_accuracy": o.token_accuracy,
                  "valid_accuracy": o.valid_accuracy, "steps": o.steps, "best_step": o.best_step,
                  "seconds": round(o.seconds, 3)} for o in outcomes]
-    return {"scores": scores, "token_accuracy": tokens, "mean": statistics.fmean(overall) if overall else 0.0,
+    return {"scores": scores, "whole_set_accuracy": wholes, "token_accuracy": tokens,
+            "mean": statistics.fmean(overall) if overall else 0.0,
             "std": statistics.stdev(overall) if len(overall) > 1 else 0.0, "settings": settings}
 
 
@@ -157,8 +160,8 @@ def evaluate(args: argparse.Namespace, device: torch.device, log: LogTail) -> di
     checks_s = time.monotonic() - t_checks
     if args.checks_only:
         log(f"checks only: all {len(checks)} passed")
-        return {"status": "ok", "reason": "", "message": "", **base, "scores": {}, "token_accuracy": {},
-                "mean": 0.0, "std": 0.0, "settings": [], "checks": checks,
+        return {"status": "ok", "reason": "", "message": "", **base, "scores": {}, "whole_set_accuracy": {},
+                "token_accuracy": {}, "mean": 0.0, "std": 0.0, "settings": [], "checks": checks,
                 "timings": {"total_s": round(time.monotonic() - t0, 3), "checks_s": round(checks_s, 3)},
                 "execution": {"device": device.type, "checks_only": True}, "environment": {}, "log_tail": ""}
     runs = profile.runs(seeds)

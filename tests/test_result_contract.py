@@ -18,6 +18,16 @@ def test_failure_result_validates_as_eval_result():
     assert parsed.status == "timeout" and parsed.scores == {}
 
 
+def test_results_written_before_whole_set_accuracy_still_load():
+    setting = {"task": "memorize", "setting": "baseline", "seed": 0, "lr": 1e-3, "weight_decay": 0.0,
+               "accuracy": 0.9, "token_accuracy": 0.95, "valid_accuracy": 0.9, "steps": 10, "best_step": 10,
+               "seconds": 1.0}
+    old = {"status": "ok", "scores": {"memorize": {"mean": 0.9}}, "token_accuracy": {"memorize": {"mean": 0.95}},
+           "settings": [setting]}
+    parsed = records.EvalResult.model_validate(old)
+    assert parsed.settings[0].whole_set_accuracy is None and parsed.whole_set_accuracy == {}
+
+
 def test_recorded_statuses_extend_worker_statuses():
     assert set(result.STATUSES) < set(records.RECORD_STATUSES)
     assert {"rejected", "pending"} <= set(records.RECORD_STATUSES)

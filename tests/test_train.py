@@ -1,4 +1,4 @@
-"""The trainer: per-member AdamW, MAD's macro accuracy, grouping, early stopping that never reads test."""
+"""The trainer: per-member AdamW, MAD's per-batch macro accuracy, grouping, early stopping that never reads test."""
 import dataclasses
 
 import pytest
@@ -58,7 +58,8 @@ def test_stopped_member_keeps_its_parameters():
 
 
 def counts_of(preds, targets, V):
-    c = metrics.new_counts(1, V, "cpu")
+    """One member, one example per position, all in the first MAD batch."""
+    c = metrics.new_counts(1, V, "cpu", len(targets))
     metrics.add_counts(c, torch.tensor([preds]), torch.tensor([targets]))
     return c
 
@@ -66,29 +67,88 @@ def counts_of(preds, targets, V):
 def test_macro_accuracy_averages_recall_over_classes():
     # class 0: 2 of 3 right, class 1: 1 of 1 -> (2/3 + 1) / 2; plain accuracy 3/4
     c = counts_of([0, 0, 1, 1], [0, 0, 0, 1], 4)
-    assert metrics.macro_accuracy(c).item() == pytest.approx((2 / 3 + 1) / 2)
+    assert metrics.macro_accuracy(c, 4).item() == pytest.approx((2 / 3 + 1) / 2)
+    assert metrics.whole_set_macro_accuracy(c).item() == pytest.approx((2 / 3 + 1) / 2)
     assert metrics.token_accuracy(c).item() == pytest.approx(3 / 4)
 
 
 def test_macro_accuracy_counts_a_class_seen_only_as_prediction_as_zero():
     # torchmetrics: weight 0 only when tp + fp + fn == 0; class 2 has a false positive -> recall 0, weight 1
     c = counts_of([0, 1, 2], [0, 1, 1], 4)
-    assert metrics.macro_accuracy(c).item() == pytest.approx((1 + 0.5 + 0) / 3)
+    assert metrics.macro_accuracy(c, 3).item() == pytest.approx((1 + 0.5 + 0) / 3)
 
 
 def test_macro_accuracy_skips_ignored_positions_and_absent_classes():
     c = counts_of([3, 1, 1, 2], [-100, 1, 1, -100], 4)
-    assert metrics.macro_accuracy(c).item() == 1.0
+    assert metrics.macro_accuracy(c, 4).item() == 1.0
     assert metrics.token_accuracy(c).item() == 1.0
 
 
-def test_macro_accuracy_is_over_the_whole_set_not_per_batch():
-    c = metrics.new_counts(1, 3, "cpu")
-    metrics.add_counts(c, torch.tensor([[0, 0]]), torch.tensor([[0, 0]]))
-    metrics.add_counts(c, torch.tensor([[0]]), torch.tensor([[1]]))
-    # whole set: class 0 recall 1, class 1 recall 0 -> 0.5 (a per-batch mean would give (1 + 0) / 2 too, but
-    # with weights 2:1 by batch size it would be 2/3)
-    assert metrics.macro_accuracy(c).item() == pytest.approx(0.5)
+def split_counts(preds, targets, V, eval_batch, mad_batch):
+    """Feed a split [G, n, T] in evaluation batches of `eval_batch` examples, as GroupTrainer.evaluate does:
+    the last batch padded with ignored targets, its start given as a tensor."""
+    G, n = targets.shape[:2]
+    c = metrics.new_counts(G, V, "cpu", n, mad_batch=mad_batch)
+    for i in range(0, n, eval_batch):
+        p = torch.zeros(G, eval_batch, *targets.shape[2:], dtype=torch.long)
+        t = torch.full_like(p, -100)
+        k = min(eval_batch, n - i)
+        p[:, :k], t[:, :k] = preds[:, i:i + k], targets[:, i:i + k]
+        metrics.add_counts(c, p, t, torch.tensor(i), mad_batch=mad_batch)
+    return c
+
+
+def test_macro_accuracy_is_per_mad_batch_weighted_by_examples():
+    # 300 examples of one position: MAD batches [0, 128), [128, 256), [256, 300) of 128, 128 and 44 examples;
+    # evaluation batches of 100 straddle both boundaries
+    targets = torch.zeros(1, 300, 1, dtype=torch.long)
+    preds = torch.zeros_like(targets)
+    targets[0, 120:130] = 1                     # 8 in batch 0, 2 in batch 1; all predicted 0
+    targets[0, 290:300] = 2                     # batch 2: the 10 class-2 targets right, one class-0 miss
+    preds[0, 290:300] = 2
+    preds[0, 260] = 2
+    c = split_counts(preds, targets, 3, eval_batch=100, mad_batch=128)
+    batch0 = (1 + 0) / 2                        # class 0: 120/120, class 1: 0/8
+    batch1 = (1 + 0) / 2                        # class 0: 126/126, class 1: 0/2
+    batch2 = (33 / 34 + 1) / 2                  # class 0: 33 of 34, class 2: 10/10
+    mad = (128 * batch0 + 128 * batch1 + 44 * batch2) / 300
+    assert metrics.macro_accuracy(c, 300).item() == pytest.approx(mad)
+    whole = (279 / 280 + 0 + 1) / 3             # class 0: 279 of 280, class 1: 0 of 10, class 2: 10 of 10
+    assert metrics.whole_set_macro_accuracy(c).item() == pytest.approx(whole)
+    assert metrics.token_accuracy(c).item() == pytest.approx(289 / 300)
+
+
+def test_a_stray_prediction_of_an_absent_class_costs_one_batch_only():
+    # 10 MAD batches of 4 examples, 8 key classes each batch; one prediction of class 9 (never a target)
+    V, k = 10, 8
+    targets = (torch.arange(40) % k).view(1, 40, 1)
+    preds = targets.clone()
+    preds[0, 17, 0] = 9
+    c = split_counts(preds, targets, V, eval_batch=6, mad_batch=4)
+    # batch 4 (examples 16..19, classes 0..3): class 1 recall 0, class 9 present with recall 0 -> 3/5
+    per_batch = [1.0] * 9 + [3 / 5]
+    assert metrics.macro_accuracy(c, 40, mad_batch=4).item() == pytest.approx(sum(per_batch) / 10)
+    # whole set: class 1 recall 4/5, class 9 recall 0 over 9 classes
+    whole = (7 + 4 / 5 + 0) / 9
+    assert metrics.whole_set_macro_accuracy(c).item() == pytest.approx(whole)
+    assert whole < sum(per_batch) / 10
+    assert metrics.token_accuracy(c).item() == pytest.approx(39 / 40)
+
+
+def test_macro_accuracy_keeps_members_apart_and_skips_empty_batches():
+    # member 0 all right; member 1 wrong on every class-1 target; member 2 scores nothing in MAD batch 1
+    targets = torch.tensor([[0, 1, 0, 1, 0]] * 3).view(3, 5, 1)
+    preds = targets.clone()
+    preds[1][targets[1] == 1] = 0
+    targets[2, 2:4] = -100                       # MAD batch 1 of member 2 (examples 2, 3): nothing scored
+    preds[2, 2:4] = 1                            # predictions at ignored positions do not count
+    c = split_counts(preds, targets, 2, eval_batch=3, mad_batch=2)
+    mad = metrics.macro_accuracy(c, 5, mad_batch=2)
+    # member 1: batches (0,1) and (0,1) score 1/2 each, batch (0) scores 1: (2 * 0.5 + 2 * 0.5 + 1 * 1) / 5
+    # member 2: batch 1 has weight 0: (2 * 1 + 1 * 1) / 3
+    assert mad.tolist() == pytest.approx([1.0, 3 / 5, 1.0])
+    assert metrics.whole_set_macro_accuracy(c).tolist() == pytest.approx([1.0, 1 / 2, 1.0])
+    assert metrics.token_accuracy(c).tolist() == pytest.approx([1.0, 3 / 5, 1.0])
 
 
 def test_runs_sharing_shapes_form_one_group():
@@ -118,6 +178,7 @@ def test_batched_group_trains_like_separate_runs():
         alone = trainer([run], budget).fit()[0]
         assert alone.valid_accuracy == pytest.approx(joint.valid_accuracy, abs=1e-6)
         assert alone.accuracy == pytest.approx(joint.accuracy, abs=1e-6)
+        assert alone.whole_set_accuracy == pytest.approx(joint.whole_set_accuracy, abs=1e-6)
         assert alone.steps == joint.steps == 3
 
 
@@ -137,7 +198,7 @@ def test_checkpoint_choice_never_reads_the_test_split():
 
 def test_run_stops_once_validation_reaches_the_threshold(monkeypatch):
     t = trainer([Run(tiny(), 0, 1e-3, 0.0)], dataclasses.replace(TINY, max_epochs=10, patience=50))
-    monkeypatch.setattr(t, "evaluate", lambda data: ([1.0], [1.0]) if data is t.valid else ([0.5], [0.5]))
+    monkeypatch.setattr(t, "evaluate", lambda data: ([1.0], [1.0], [1.0]) if data is t.valid else ([0.5], [0.5], [0.5]))
     out = t.fit()[0]
     assert out.steps == 3 and out.best_step == 3 and out.accuracy == 0.5
 
@@ -145,7 +206,8 @@ def test_run_stops_once_validation_reaches_the_threshold(monkeypatch):
 def test_run_stops_after_patience_epochs_without_gain(monkeypatch):
     t = trainer([Run(tiny(), 0, 1e-3, 0.0)], dataclasses.replace(TINY, max_epochs=10, patience=2))
     scores = iter([0.3, 0.5, 0.4, 0.5, 0.45, 0.9])
-    monkeypatch.setattr(t, "evaluate", lambda data: ([next(scores)], [0.0]) if data is t.valid else ([0.2], [0.2]))
+    monkeypatch.setattr(t, "evaluate",
+                        lambda data: ([next(scores)], [0.0], [0.0]) if data is t.valid else ([0.2], [0.2], [0.2]))
     out = t.fit()[0]
     assert out.valid_accuracy == 0.5 and out.best_step == 2 * 3 and out.steps == 4 * 3
 
@@ -158,8 +220,8 @@ def test_short_epochs_are_validated_every_min_eval_steps_and_patience_stays_in_e
     def evaluate(data):
         if data is t.valid:
             seen.append(t.loss_acc.clone())
-            return [next(scores)], [0.0]
-        return [0.2], [0.2]
+            return [next(scores)], [0.0], [0.0]
+        return [0.2], [0.2], [0.2]
 
     monkeypatch.setattr(t, "evaluate", evaluate)
     out = t.fit()[0]
@@ -172,7 +234,7 @@ def test_short_epochs_are_validated_every_min_eval_steps_and_patience_stays_in_e
 def test_the_last_epoch_is_always_validated(monkeypatch):
     t = trainer([Run(tiny(), 0, 1e-3, 0.0)], dataclasses.replace(TINY, max_epochs=4, patience=50, min_eval_steps=100))
     calls = []
-    monkeypatch.setattr(t, "evaluate", lambda data: (calls.append(data is t.valid), ([0.4], [0.4]))[1])
+    monkeypatch.setattr(t, "evaluate", lambda data: (calls.append(data is t.valid), ([0.4], [0.4], [0.4]))[1])
     out = t.fit()[0]
     assert calls.count(True) == 1 and out.best_step == out.steps == 4 * 3
 
@@ -209,7 +271,7 @@ def fake_validation(t, perfect_position):
             return real(data)
         calls["n"] += 1
         return ([1.0 if m.position == perfect_position else 0.1 * calls["n"] for m in t.members],
-                [0.0] * t.G)
+                [0.0] * t.G, [0.0] * t.G)
     return evaluate
 
 
@@ -245,6 +307,20 @@ def test_cuda_graph_training_matches_eager_training():
     for a, b in zip(with_graphs, without):
         assert (a.steps, a.best_step) == (b.steps, b.best_step)
         assert a.valid_accuracy == pytest.approx(b.valid_accuracy, abs=1e-3)
+
+
+@pytest.mark.gpu
+def test_cuda_graph_evaluation_matches_eager_across_mad_batches():
+    # 300 examples in evaluation batches of 100: the captured graph reads each batch's start from a buffer
+    budget = dataclasses.replace(TINY, valid_size=300, test_size=300, eval_batch=100)
+    ex = Execution(device="cuda", batched=True, cuda_graphs=True)
+    runs = [Run(tiny(), 0, 1e-3, 0.0), Run(tiny(vocab_size=10), 1, 1e-3, 0.0)]
+    t = GroupTrainer(runs, "delta_net", delta_rule_chunkwise, budget, torch.device("cuda"), ex, log=lambda s: None)
+    for _ in range(3):                           # warm-up, capture, replay
+        graphed = t.evaluate(t.valid)
+    assert ex.cuda_graphs and t._eval_graph is not None
+    t.graphs = False
+    torch.testing.assert_close(torch.tensor(graphed), torch.tensor(t.evaluate(t.valid)), rtol=0, atol=1e-9)
 
 
 def syncing_core(q, k, v, beta, chunk_size=32):

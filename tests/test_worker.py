@@ -36,6 +36,7 @@ def test_worker_scores_the_baseline_and_writes_a_valid_result(tmp_path):
     assert result.status == "ok", result.message
     assert list(result.scores) == ["memorize"] and result.scores["memorize"].mean > 0.5
     assert result.settings[0].valid_accuracy > 0 and result.settings[0].steps > 0
+    assert 0 < result.settings[0].whole_set_accuracy <= 1 and list(result.whole_set_accuracy) == ["memorize"]
     assert [c.name for c in result.checks][-1] == "trains" and all(c.passed for c in result.checks)
     assert result.execution["device"] == "cpu" and result.execution["cuda_graphs"] is False
     assert result.environment["torch"] and result.timings["train_s"] > 0
@@ -81,7 +82,8 @@ def test_a_crash_keeps_the_traceback_in_the_log_tail(tmp_path, monkeypatch):
 
 
 def outcome(task, seed, lr, acc, valid):
-    return Outcome(Run(baseline_setting(task), seed, lr, 0.0), acc, acc, valid, 10, 10, 1.0)
+    return Outcome(Run(baseline_setting(task), seed, lr, 0.0), accuracy=acc, whole_set_accuracy=acc / 2,
+                   token_accuracy=acc, valid_accuracy=valid, steps=10, best_step=10, seconds=1.0)
 
 
 def test_summary_keeps_the_best_validation_run_per_setting_and_spreads_over_seeds():
@@ -90,7 +92,9 @@ def test_summary_keeps_the_best_validation_run_per_setting_and_spreads_over_seed
                 outcome("compress", 0, 1e-3, 0.4, valid=0.4), outcome("compress", 1, 1e-3, 0.2, valid=0.2)]
     s = worker.summarize(outcomes, [0, 1])
     assert s["scores"]["memorize"]["per_seed"] == [0.9, 0.7]         # chosen on validation, not test
+    assert s["whole_set_accuracy"]["memorize"]["per_seed"] == pytest.approx([0.45, 0.35])
     assert s["scores"]["memorize"]["std"] == pytest.approx(0.1414, abs=1e-3)
     assert s["mean"] == pytest.approx((0.9 + 0.4 + 0.7 + 0.2) / 4)
     assert s["std"] == pytest.approx(0.1414, abs=1e-3)               # spread of the per-seed two-task means
     assert len(s["settings"]) == 6
+    assert [r["whole_set_accuracy"] for r in s["settings"]] == pytest.approx([o.accuracy / 2 for o in outcomes])
