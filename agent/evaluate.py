@@ -72,4 +72,6 @@ def timing_line(result: EvalResult) -> str:
     mode = f"{ex.get('device', '?')}, {ex.get('mode', '?')}, cuda graphs {'on' if ex.get('cuda_graphs') else 'off'}"
     if ex.get("fallback_reason"):
         mode += f" (fell back to eager: {ex['fallback_reason']})"
+    if ex.get("precision"):
+        mode += f", {ex['precision']}"
     return f"total {t.get('total_s', 0.0):.1f}s ({', '.join(parts)}); {mode}, {len(ex.get('groups', []))} group(s)"

@@ -4,7 +4,10 @@
 [--profile] [--out fuse.json]` on a GPU machine (torch only). Every variant is a real GroupTrainer step (forward, backward, per-member AdamW) on real data,
 captured in a CUDA graph and timed over replays with device events; the compile time of the compiled
 variants is printed beside; `decomposed-norm` and `tap-conv` put back the model layers sandbox/model.py
-had before it fused them. It also times the candidate's own forward + backward alone, and prints the
+had before it fused them; `nosplit` turns off the split-K weight gradients of model.linear; `mixed` is the
+model's own bf16 mixed precision (layers under autocast, the candidate in float32; `bf16` puts the candidate
+under autocast too); `eager` launches the plain step op by op (no graph, host-timed), as the eager
+reference of bench_eval.py does. It also times the candidate's own forward + backward alone, and prints the
 top kernels of the plain graphed step, so the table says where the time goes.
 """
 from __future__ import annotations
@@ -55,6 +58,10 @@ STEPS = [  # (label, task, setting changes, members)
     ("CR L=1024 G=4", "context_recall", {"seq_len": 1024}, 4),
     ("Compress G=8", "compress", {}, 8),
     ("Memorize V=8192 G=6", "memorize", {"vocab_size": 8192}, 6),
+    ("CR L=128 G=6", "context_recall", {}, 6),          # quick's groups (one seed)
+    ("SC L=256 G=2", "selective_copy", {}, 2),
+    ("Compress G=2", "compress", {}, 2),
+    ("CR L=128 G=1", "context_recall", {}, 1),          # one run alone
 ]
 
 
@@ -97,6 +104,7 @@ def use_layers(variant: str) -> None:
             setattr(mad_model, fn_name, fn if name in variant else ORIGINAL[fn_name])
 
 
+SPLIT_K_CTAS = mad_model.SPLIT_K_CTAS
 ORIGINAL = {fn_name: getattr(mad_model, fn_name) for table in LAYERS.values() for fn_name in table}
 
 
@@ -148,6 +156,18 @@ def graph_ms(fn, reps: int) -> float:
     return start.elapsed_time(end) / reps
 
 
+def eager_ms(fn, reps: int) -> float:
+    """The step launched op by op (no graph), as the eager reference runs it."""
+    for _ in range(3):
+        fn()
+    torch.cuda.synchronize()
+    t0 = time.perf_counter()
+    for _ in range(reps):
+        fn()
+    torch.cuda.synchronize()
+    return (time.perf_counter() - t0) * 1000 / reps
+
+
 def time_core(fn, L: int, reps: int) -> float:
     g = torch.Generator(device="cuda").manual_seed(0)
     shape = (128, 4, L, 32)
@@ -182,6 +202,8 @@ def trainer(task, changes, members, core) -> GroupTrainer:
 def variant_body(t: GroupTrainer, variant: str):
     """The train step of `variant` over trainer t; returns (body, compile seconds)."""
     model = t.model
+    mad_model.SPLIT_K_CTAS = 0 if "nosplit" in variant else SPLIT_K_CTAS
+    model.bf16 = "mixed" in variant
     losses = model.losses
     if "compile" in variant:
         if "nocore" in variant:
@@ -261,7 +283,7 @@ def main() -> None:
                     body, compile_s = variant_body(t, variant)
                     if args.profile and variant == "plain" and core_name == "solve":
                         print(profile_top(body), flush=True)
-                    ms = graph_ms(body, args.steps)
+                    ms = eager_ms(body, args.steps) if variant == "eager" else graph_ms(body, args.steps)
                     row = {"kind": "step", "config": label, "core": core_name, "variant": variant,
                            "ms_step": ms, "ms_member": ms / members, "compile_s": compile_s}
                 except Exception as err:  # a variant that cannot run is a row, not the end of the bench

@@ -1,4 +1,5 @@
-"""Evaluation throughput on one GPU vs every GPU of the machine: candidates per hour, and the ratio.
+"""Evaluation throughput on one GPU vs every GPU of the machine (or one vs several evaluations at once on
+one GPU, --one-gpu): candidates per hour, and the ratio.
 
 The same N evaluations (the baseline naive.py with seeds 0..N-1, so every job costs the same) go
 through the LocalExecutor's slot pool (agent/slots.py) twice: once with the slots of GPU 0 only, once
@@ -6,6 +7,7 @@ with the slots of all visible GPUs. Each job is a real isolated worker pinned to
 only (no pydantic), so it runs with a GPU node's plain python3 from the repository root.
     .venv/bin/python bench/bench_gpus.py                      # quick profile, N = 2 x GPUs
     .venv/bin/python bench/bench_gpus.py --profile smoke --cpu-slots 2 --candidates 2   # dry run, no GPU
+    python3 bench/bench_gpus.py --one-gpu --per-gpu 3 --candidates 6   # 1 vs 3 evaluations at once on GPU 0
 """
 from __future__ import annotations
 
@@ -43,6 +45,8 @@ def main(argv=None) -> int:
     ap.add_argument("--profile", default="quick", help="the evaluation profile (default quick)")
     ap.add_argument("--candidates", type=int, default=None, help="evaluations per run (default 2 x GPUs)")
     ap.add_argument("--per-gpu", type=int, default=1, help="evaluations at once on one GPU")
+    ap.add_argument("--one-gpu", action="store_true",
+                    help="compare 1 slot with --per-gpu slots, all on GPU 0 (several evaluations per GPU)")
     ap.add_argument("--timeout", type=float, default=3600.0, help="wall-clock limit of one evaluation, s")
     ap.add_argument("--cpu-slots", type=int, default=0, help="no GPU: compare 1 CPU slot with this many")
     ap.add_argument("--json", type=Path, default=None, help="also write the measurements here")
@@ -55,8 +59,8 @@ def main(argv=None) -> int:
         if not gpus:
             print("bench_gpus: no GPU visible (use --cpu-slots K for a dry run on the CPU)", file=sys.stderr)
             return 2
-        one = [gpus[0]] * args.per_gpu
-        every = [g for g in gpus for _ in range(args.per_gpu)]
+        one = [gpus[0]] if args.one_gpu else [gpus[0]] * args.per_gpu
+        every = [gpus[0]] * args.per_gpu if args.one_gpu else [g for g in gpus for _ in range(args.per_gpu)]
         device = "cuda"
     n = args.candidates or 2 * len(every)
     jobs = [Job(key=f"bench-{i}", code=BASELINE, profile=args.profile, seeds=(i,), device=device,

@@ -7,6 +7,7 @@ padding, G members equal G single models).
 """
 from __future__ import annotations
 
+import contextlib
 import math
 import warnings
 from dataclasses import dataclass
@@ -158,12 +159,45 @@ class ParamBank:
         return self.params[name]
 
 
+SPLIT_K_CTAS = 264             # weight-gradient tiles wanted per GEMM: two waves of an H100's 132 SMs; 0: no split
+SPLIT_K_MIN_ROWS = 1024       # rows (tokens) per split at least
+
+
+def split_count(G: int, rows: int, n_in: int, n_out: int) -> int:
+    """How many pieces to cut the token dimension into, so that the weight gradient fills the GPU.
+
+    The gradient of w [G, in, out] is x^T [G, in, T] @ dy [G, T, out]: a few 64x64 output tiles per member
+    and a reduction over all T = batch x length tokens. With G = 2 and w_in's 128 x 388 that is 28 tiles on
+    132 SMs, each summing 65,536 products: measured 320 us per GEMM at L=256 (NOTES.md). Cutting T into S
+    pieces gives S times the tiles (then a sum over S). A power of two that divides T; 1 when no gradient.
+    """
+    if not SPLIT_K_CTAS:
+        return 1
+    tiles = G * -(-n_in // 64) * -(-n_out // 64)
+    S = 1
+    while S * 2 * tiles <= SPLIT_K_CTAS and rows % (S * 2) == 0 and rows // (S * 2) >= SPLIT_K_MIN_ROWS:
+        S *= 2
+    return S
+
+
 def linear(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None = None) -> torch.Tensor:
-    """x [G, ..., in] @ w [G, in, out] (+ b [G, out]) -> [G, ..., out], one batched matmul for all members."""
-    G, shp = x.shape[0], x.shape[1:-1]
-    x2 = x.reshape(G, -1, x.shape[-1])
-    y = torch.baddbmm(b[:, None, :], x2, w) if b is not None else torch.bmm(x2, w)
-    return y.view(G, *shp, w.shape[-1])
+    """x [G, ..., in] @ w [G, in, out] (+ b [G, out]) -> [G, ..., out], one batched matmul for all members.
+
+    When w takes a gradient, each member's tokens are cut into split_count pieces that share a broadcast
+    copy of its weight: the forward is the same product, and autograd's sum over the copies is the split-K
+    reduction of the weight gradient.
+    """
+    G, shp, n_in, n_out = x.shape[0], x.shape[1:-1], x.shape[-1], w.shape[-1]
+    rows = x.numel() // (G * n_in) if G else 0
+    S = split_count(G, rows, n_in, n_out) if w.requires_grad and torch.is_grad_enabled() else 1
+    x2 = x.reshape(G * S, rows // S, n_in)
+    w2 = w if S == 1 else w.unsqueeze(1).expand(G, S, n_in, n_out).reshape(G * S, n_in, n_out)
+    if b is None:
+        y = torch.bmm(x2, w2)
+    else:
+        b2 = b if S == 1 else b.unsqueeze(1).expand(G, S, n_out).reshape(G * S, n_out)
+        y = torch.baddbmm(b2[:, None, :], x2, w2)
+    return y.view(G, *shp, n_out)
 
 
 def rms_norm(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
@@ -222,6 +256,16 @@ def _core_output(out):
     return out[0] if isinstance(out, (tuple, list)) else out
 
 
+def call_core(core, *tensors, **kwargs) -> torch.Tensor:
+    """The candidate's output, computed in float32 even when the layers around it run under bf16 autocast:
+    candidates are compared on their own arithmetic, and a half-precision input would fail ops that have
+    no bf16 kernel (triangular solves, say)."""
+    if torch.is_autocast_enabled("cuda"):
+        with torch.autocast("cuda", enabled=False):
+            return _core_output(core(*(t.float() for t in tensors), **kwargs))
+    return _core_output(core(*tensors, **kwargs))
+
+
 def delta_net_mixer(x, p, pre, core):
     G, B, L, d = x.shape
     h = linear(x, p[f"{pre}.w_in"])
@@ -231,7 +275,7 @@ def delta_net_mixer(x, p, pre, core):
     q, k = l2_norm(q), l2_norm(k)
     beta = beta.reshape(G * B, L, HEADS).transpose(1, 2)
     q, k, v, beta = pad_to_chunk(q), pad_to_chunk(k), pad_to_chunk(v), pad_to_chunk(beta)
-    o = _core_output(core(q, k, v, beta.contiguous(), chunk_size=CHUNK))[:, :, :L]
+    o = call_core(core, q, k, v, beta.contiguous(), chunk_size=CHUNK)[:, :, :L]
     o = from_heads(head_norm(o, p[f"{pre}.o_norm"], G), G)
     return linear(o, p[f"{pre}.w_out"])
 
@@ -250,7 +294,7 @@ def gated_delta_net_mixer(x, p, pre, core):
     beta = beta.reshape(G * B, L, HEADS).transpose(1, 2)
     g = g.reshape(G * B, L, HEADS).transpose(1, 2)
     q, k, v, beta, g = (pad_to_chunk(t) for t in (q, k, v, beta, g))
-    o = _core_output(core(q, k, v, beta.contiguous(), g.contiguous(), chunk_size=CHUNK))[:, :, :L]
+    o = call_core(core, q, k, v, beta.contiguous(), g.contiguous(), chunk_size=CHUNK)[:, :, :L]
     o = head_norm(o, p[f"{pre}.o_norm"], G) * F.silu(to_heads(gate, HEADS))   # FusedRMSNormGated, swish
     return linear(from_heads(o, G), p[f"{pre}.w_out"])
 
@@ -294,11 +338,15 @@ class MADModel:
     """G members of one architecture. vocabs[g] is member g's own vocabulary: logits beyond it are masked."""
 
     def __init__(self, model: str, vocabs: list[int], seeds: list[int], *, autoencoder: bool,
-                 core=None, device="cpu"):
+                 core=None, device="cpu", bf16: bool = False):
         if model not in MIXERS:
             raise ValueError(f"unknown model {model!r}; expected one of {sorted(MIXERS)}")
         self.model, self.autoencoder, self.core = model, autoencoder, core
         self.device = torch.device(device)
+        # MAD trains in bf16 mixed precision (Lightning "bf16"): float32 parameters and optimiser, the
+        # layers' matmuls in bf16 under autocast. CUDA only; the candidate's core stays float32 (call_core).
+        # The cast cache is off: a captured CUDA graph must re-cast the weights the optimiser just updated.
+        self.bf16 = bf16 and self.device.type == "cuda"
         self.G = len(vocabs)
         self.vocab = max(vocabs)
         self.bank = ParamBank.initialise([param_specs(model, v, autoencoder) for v in vocabs], seeds, self.device)
@@ -326,8 +374,18 @@ class MADModel:
         offsets = (torch.arange(G, device=x.device) * V).view(G, 1, 1)
         return F.embedding(x + offsets, table)
 
+    def precision(self):
+        """The autocast context of a forward pass: bf16 mixed precision, or nothing."""
+        if self.bf16:
+            return torch.autocast("cuda", dtype=torch.bfloat16, cache_enabled=False)
+        return contextlib.nullcontext()
+
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        """x [G, B, L] token ids -> logits [G, B, L, V]."""
+        """x [G, B, L] token ids -> logits [G, B, L, V] (bf16 under mixed precision)."""
+        with self.precision():
+            return self._forward(x)
+
+    def _forward(self, x: torch.Tensor) -> torch.Tensor:
         p = self.bank
         h = self.embed(x)
         for i in range(2):
@@ -343,9 +401,10 @@ class MADModel:
 
     def losses(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """Per-member cross entropy, mean over the member's scored tokens (targets != -100): [G]."""
-        logits = self(x)
         G, V = self.G, self.vocab
-        ce = F.cross_entropy(logits.reshape(-1, V), y.reshape(-1), ignore_index=-100, reduction="none")
+        with self.precision():      # autocast computes the cross entropy in float32
+            logits = self._forward(x)
+            ce = F.cross_entropy(logits.reshape(-1, V), y.reshape(-1), ignore_index=-100, reduction="none")
         ce = ce.view(G, -1)
         scored = (y.view(G, -1) != -100).sum(1).clamp(min=1)
         return ce.sum(1) / scored

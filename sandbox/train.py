@@ -58,6 +58,7 @@ class Execution:
     batched: bool
     cuda_graphs: bool
     fallback_reason: str = ""
+    precision: str = "fp32"     # fp32 | bf16 (mixed: float32 parameters, bf16 matmuls in the layers)
     groups: list[dict] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=lambda: {"data_s": 0.0, "capture_s": 0.0,
                                                                "train_s": 0.0, "eval_s": 0.0})
@@ -194,7 +195,8 @@ class GroupTrainer:
                                              (data["train"], data["valid"], data["test"]))
         execution.timings["data_s"] += data["seconds"]
         self.model = MADModel(model, [tasks.num_classes(r.setting) for r in runs], [r.seed for r in runs],
-                              autoencoder=is_autoencoder(runs[0].setting), core=core, device=device)
+                              autoencoder=is_autoencoder(runs[0].setting), core=core, device=device,
+                              bf16=execution.precision == "bf16")
         bank = self.model.bank
         self.opt = MemberAdamW(bank.flat, bank.grad, [r.lr for r in runs], [r.weight_decay for r in runs])
         self.best_flat = bank.flat.clone()
@@ -396,9 +398,16 @@ class GroupTrainer:
 
 
 def train_runs(runs: list[Run], model: str, core, budget: Budget, device: torch.device, *,
-               batched: bool = True, cuda_graphs: bool = True, log=print) -> tuple[list[Outcome], Execution]:
-    """Train every run (grouped when batched) and return one Outcome per run, in the order given."""
-    execution = Execution(device=str(device), batched=batched, cuda_graphs=cuda_graphs and device.type == "cuda")
+               batched: bool = True, cuda_graphs: bool = True, precision: str = "fp32",
+               log=print) -> tuple[list[Outcome], Execution]:
+    """Train every run (grouped when batched) and return one Outcome per run, in the order given.
+
+    precision "bf16" is MAD's bf16 mixed precision (float32 parameters, bf16 matmuls in the layers), on CUDA
+    only; the default stays float32 so that scores compare with every earlier figure."""
+    if precision not in ("bf16", "fp32"):
+        raise ValueError(f"unknown precision {precision!r}; expected bf16 or fp32")
+    execution = Execution(device=str(device), batched=batched, cuda_graphs=cuda_graphs and device.type == "cuda",
+                          precision=precision if device.type == "cuda" else "fp32")
     if device.type == "cuda":
         torch.set_float32_matmul_precision("high")     # mad-lab's setting: TF32 matmuls
     outcomes: dict[int, Outcome] = {}

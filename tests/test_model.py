@@ -103,3 +103,58 @@ def test_fused_layers_equal_their_definitions():
     expected = (o / torch.sqrt(o.pow(2).mean(-1, keepdim=True) + model.NORM_EPS)).view(G, B, 4, L, D) \
         * head_gain[:, None, None, None, :]
     torch.testing.assert_close(model.head_norm(o, head_gain, G), expected.view(G * B, 4, L, D), rtol=1e-12, atol=1e-12)
+
+
+def test_split_count_fills_the_gpu_with_weight_gradient_tiles_and_no_more():
+    # w_in is 128 x 388: 2 x 7 tiles of 64 x 64 per member
+    assert model.split_count(2, 128 * 256, 128, 388) == 8        # 28 tiles -> 224
+    assert model.split_count(16, 128 * 128, 128, 388) == 1       # 224 tiles already
+    assert model.split_count(1, 128 * 128, 128, 8192) == 1       # the head at V=8192: 256 tiles already
+    assert model.split_count(1, 2048, 128, 128) == 2             # at least SPLIT_K_MIN_ROWS rows per piece
+    assert model.split_count(1, 4 * 1031, 128, 128) == 4         # a power of two that divides the rows
+
+
+@pytest.mark.parametrize("bias", [False, True])
+def test_split_linear_equals_one_product_with_the_same_gradients(bias, monkeypatch):
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(2, 8, 512, 16, generator=g, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(2, 16, 24, generator=g, dtype=torch.float64, requires_grad=True)
+    b = torch.randn(2, 24, generator=g, dtype=torch.float64, requires_grad=True) if bias else None
+    dy = torch.randn(2, 8, 512, 24, generator=g, dtype=torch.float64)
+    monkeypatch.setattr(model, "SPLIT_K_MIN_ROWS", 256)
+    assert model.split_count(2, 8 * 512, 16, 24) == 16
+    y = model.linear(x, w, b)
+    grads = torch.autograd.grad((y * dy).sum(), [t for t in (x, w, b) if t is not None])
+    expect = torch.einsum("gbli,gio->gblo", x, w) + (b[:, None, None, :] if bias else 0)
+    torch.testing.assert_close(y, expect, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(grads[0], torch.einsum("gblo,gio->gbli", dy, w), rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(grads[1], torch.einsum("gbli,gblo->gio", x, dy), rtol=1e-12, atol=1e-12)
+    if bias:
+        torch.testing.assert_close(grads[2], dy.sum((1, 2)), rtol=1e-12, atol=1e-12)
+
+
+def test_bf16_is_a_cuda_setting_the_cpu_trains_in_float32():
+    m = MADModel("delta_net", [16], [0], autoencoder=False, core=delta_rule_chunkwise, bf16=True)
+    assert m.bf16 is False
+    assert m(torch.randint(0, 16, (1, 2, 32))).dtype == torch.float32
+
+
+@pytest.mark.gpu
+def test_bf16_mixed_precision_runs_the_layers_in_bf16_and_the_candidate_in_float32():
+    seen = []
+
+    def core(q, k, v, beta, chunk_size=32):
+        seen.append({t.dtype for t in (q, k, v, beta)} | {torch.is_autocast_enabled("cuda")})
+        return delta_rule_chunkwise(q, k, v, beta, chunk_size=chunk_size)
+
+    m = MADModel("delta_net", [16, 12], [0, 1], autoencoder=False, core=core, device="cuda", bf16=True)
+    x = torch.randint(0, 12, (2, 4, 64), device="cuda")
+    y = torch.randint(0, 12, (2, 4, 64), device="cuda")
+    assert m(x).dtype == torch.bfloat16
+    losses = m.losses(x, y)
+    assert losses.dtype == torch.float32 and torch.isfinite(losses).all()
+    losses.sum().backward()
+    assert torch.isfinite(m.bank.grad).all() and m.bank.grad.abs().sum() > 0
+    assert all(s == {torch.float32, False} for s in seen), seen
+    fp32 = MADModel("delta_net", [16, 12], [0, 1], autoencoder=False, core=delta_rule_chunkwise, device="cuda")
+    torch.testing.assert_close(fp32.losses(x, y), losses, rtol=0.05, atol=0.05)
