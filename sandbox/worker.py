@@ -7,6 +7,7 @@ status; the result is written only after the candidate has run. Tested by tests/
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import hashlib
 import json
 import os
@@ -44,6 +45,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     ev.add_argument("--mode", default="batched", choices=("batched", "sequential"),
                     help="batched: runs sharing shapes train together; sequential: one run at a time")
     ev.add_argument("--no-graphs", action="store_true", help="plain eager steps on CUDA (for benchmarks)")
+    ev.add_argument("--max-steps", type=int, default=None,
+                    help="cap every run at this many optimiser steps instead of the profile's cap (0: MAD's "
+                         "200 epochs); for checking whether a score is limited by the cap")
     ev.add_argument("--precision", default="fp32", choices=("fp32", "bf16"),
                     help="fp32: float32 with TF32 matmuls (the default); bf16: MAD's bf16 mixed precision on "
                          "CUDA, the candidate's core still in float32 (5-8%% faster steps, measured). The CPU "
@@ -178,7 +182,10 @@ def evaluate(args: argparse.Namespace, device: torch.device, log: LogTail) -> di
     log(f"training {len(runs)} run(s) of profile {profile.name} ({args.model}, {args.mode}, "
         f"{'eager' if args.no_graphs else 'cuda graphs where possible'}, "
         f"{args.precision if device.type == 'cuda' else 'fp32'}) on {device}")
-    outcomes, execution = train_runs(runs, args.model, core, profile.budget(), device,
+    budget = profile.budget()
+    if args.max_steps is not None:
+        budget = dataclasses.replace(budget, max_steps=args.max_steps or None)
+    outcomes, execution = train_runs(runs, args.model, core, budget, device,
                                      batched=args.mode == "batched", cuda_graphs=not args.no_graphs,
                                      precision=args.precision, log=log)
     summary = summarize(outcomes, seeds)
@@ -189,7 +196,7 @@ def evaluate(args: argparse.Namespace, device: torch.device, log: LogTail) -> di
                           **execution.timings},
               "execution": {"device": execution.device, "mode": args.mode, "batched": execution.batched,
                             "cuda_graphs": execution.cuda_graphs, "fallback_reason": execution.fallback_reason,
-                            "precision": execution.precision,
+                            "precision": execution.precision, "max_steps": budget.max_steps,
                             "matmul_precision": torch.get_float32_matmul_precision(),
                             "groups": execution.groups, "runs": len(runs)}}
     log(f"done: mean {result['mean']:.4f} over {len(summary['scores'])} task(s) in {result['timings']['total_s']:.1f} s")

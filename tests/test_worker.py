@@ -43,6 +43,14 @@ def test_worker_scores_the_baseline_and_writes_a_valid_result(tmp_path):
     assert "memorize" in result.log_tail and len(result.candidate_sha256) == 64
 
 
+def test_max_steps_overrides_the_profiles_cap_and_is_recorded(tmp_path):
+    raw = run_worker(tmp_path, "--candidate", str(ROOT / "sandbox" / "naive.py"), "--profile", "smoke",
+                     "--tasks", "memorize", "--seeds", "0", "--max-steps", "8")
+    result = EvalResult.model_validate(raw)
+    assert result.status == "ok" and result.execution["max_steps"] == 8
+    assert [s.steps for s in result.settings] == [8]      # 256 examples at batch 32: 8 steps an epoch
+
+
 def test_worker_stops_at_the_first_failed_check(tmp_path):
     (tmp_path / "candidate.py").write_text(NON_CAUSAL)
     result = EvalResult.model_validate(run_worker(tmp_path, "--candidate", "candidate.py", "--profile", "smoke"))
