@@ -35,6 +35,8 @@ def eval_cmd(
     device: str = typer.Option("auto", help="auto | cpu | cuda"),
     timeout: float = typer.Option(3600.0, help="wall-clock limit in seconds"),
     tasks: Optional[str] = typer.Option(None, help="comma-separated subset of the six tasks"),
+    precision: str = typer.Option("fp32", help="fp32 | bf16: MAD's bf16 mixed precision on CUDA (the candidate "
+                                               "stays float32); the CPU always trains in float32"),
 ):
     """Score one naive.py without the loop: checks, then training on the profile's MAD settings."""
     from agent.config import EvalConfig
@@ -54,13 +56,15 @@ def eval_cmd(
         seed_list = [int(s) for s in seeds.split(",")]
     except ValueError:
         raise ArcherError(f"--seeds {seeds!r}: expected comma-separated integers such as 0,1,2") from None
+    if precision not in ("fp32", "bf16"):
+        raise ArcherError(f"unknown precision {precision!r}; expected fp32 or bf16")
     task_list = tasks.split(",") if tasks else None
     unknown = sorted(set(task_list or ()) - set(TASKS))
     if unknown:
         raise ArcherError(f"unknown task(s) {', '.join(unknown)}; expected some of {', '.join(TASKS)}")
     config = EvalConfig(profile=profile, seeds=seed_list, model=model, device=device, timeout_s=timeout)
     with console.status(f"evaluating {file} ({model}, profile {profile}, seeds {seeds}) in an isolated worker"):
-        result = evaluate_code(file.read_text(), config, tasks=task_list)
+        result = evaluate_code(file.read_text(), config, tasks=task_list, precision=precision)
     if out:
         out.write_text(result.model_dump_json(indent=1))
     if result.status != "ok":

@@ -27,6 +27,15 @@ def test_eval_prints_scores_timings_and_writes_the_result(tmp_path):
     assert "total" in r.output and "cuda graphs off" in r.output
     result = json.loads(out.read_text())
     assert result["status"] == "ok" and result["scores"]["memorize"]["mean"] > 0.5
+    assert result["execution"]["precision"] == "fp32"
+
+
+def test_bf16_asked_on_the_cpu_trains_in_float32_and_says_so(tmp_path):
+    out = tmp_path / "result.json"
+    r = runner.invoke(app, ["eval", str(ROOT / "sandbox" / "naive.py"), "--profile", "smoke", "--device", "cpu",
+                            "--tasks", "memorize", "--precision", "bf16", "--out", str(out)])
+    assert r.exit_code == 0, r.output
+    assert json.loads(out.read_text())["execution"]["precision"] == "fp32" and ", fp32" in r.output
 
 
 def test_eval_of_a_failing_candidate_is_one_line_naming_the_check(tmp_path):
@@ -45,6 +54,7 @@ def test_eval_rejects_bad_arguments_with_a_named_error(tmp_path):
     assert isinstance(missing.exception, ArcherError) and "no such file" in str(missing.exception)
     (tmp_path / "naive.py").write_text("x = 1\n")
     for args, words in ([["--profile", "huge"], "unknown profile"], [["--seeds", "a,b"], "--seeds"],
-                        [["--tasks", "memorise"], "unknown task"], [["--model", "rwkv"], "unknown model"]):
+                        [["--tasks", "memorise"], "unknown task"], [["--model", "rwkv"], "unknown model"],
+                        [["--precision", "fp16"], "unknown precision"]):
         r = runner.invoke(app, ["eval", str(tmp_path / "naive.py"), *args])
         assert isinstance(r.exception, ArcherError) and words in str(r.exception), r.output
