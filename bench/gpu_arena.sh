@@ -5,7 +5,7 @@
 # Stages: env (GPU, torch), smoke (worker end to end on CUDA), step (ms/step: eager vs graphs vs members),
 # screen (delta_net baseline, one seed; SCREEN_LIMIT seconds at most), screen-file (the same for the
 # file CANDIDATE names, output screen_<name>.json), noise (PROFILE's TASKS over SEEDS for each of the
-# CANDIDATES files: is a difference beyond the seed-to-seed spread?), cap (screen's CAP_TASKS, or the
+# CANDIDATES files: is a difference beyond the seed-to-seed spread?), cap (screen's CAP_TASKS, narrowed to the
 # task/setting list CAP_ONLY, with runs capped at MAX_STEPS instead of 1,000: is a score limited by the cap?), rest (the screen settings listed
 # in bench/screen_rest.txt), quick3 (quick, 3 seeds, the three
 # models), eval (bench_eval.py: one quick evaluation eager vs graphs), throughput (bench_throughput.py).
@@ -42,9 +42,9 @@ for stage in "$@"; do
               timeout "${QUICK_LIMIT:-3000}" python3 -m sandbox eval --candidate sandbox/naive.py --device cuda --profile quick --model "$m" --seeds 0,1,2 --out "$OUT/quick_$m.json" > "$OUT/quick_$m.log" 2>&1
             done
             python3 bench/summarize.py "$OUT"/quick_*.json;;
-    cap) only=$(python3 -c "from sandbox.profiles import get_profile as g; print(','.join(f'{s.task}/{s.name}' for s in g('screen').settings if s.task in '${CAP_TASKS:-compress,selective_copy}'.split(',')))")
-         timeout "${CAP_LIMIT:-540}" python3 -m sandbox eval --candidate sandbox/naive.py --device cuda --profile screen \
-           --only "${CAP_ONLY:-$only}" --max-steps "${MAX_STEPS:-4000}" --out "$OUT/cap.json" > "$OUT/cap.log" 2>&1
+    cap) timeout "${CAP_LIMIT:-540}" python3 -m sandbox eval --candidate sandbox/naive.py --device cuda --profile screen \
+           --tasks "${CAP_TASKS:-compress,selective_copy}" ${CAP_ONLY:+--only "$CAP_ONLY"} --max-steps "${MAX_STEPS:-4000}" \
+           --out "$OUT/cap.json" > "$OUT/cap.log" 2>&1
          python3 bench/summarize.py "$OUT/cap.json";;
     rest) timeout "${REST_LIMIT:-3000}" python3 -m sandbox eval --candidate sandbox/naive.py --device cuda --profile screen \
             --only "$(cat bench/screen_rest.txt)" --out "$OUT/screen_rest.json" > "$OUT/screen_rest.log" 2>&1

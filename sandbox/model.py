@@ -252,18 +252,16 @@ def head_norm(o: torch.Tensor, w: torch.Tensor, G: int) -> torch.Tensor:
     return o.view(GB, H, L, D)
 
 
-def _core_output(out):
-    return out[0] if isinstance(out, (tuple, list)) else out
-
-
 def call_core(core, *tensors, **kwargs) -> torch.Tensor:
-    """The candidate's output, computed in float32 even when the layers around it run under bf16 autocast:
-    candidates are compared on their own arithmetic, and a half-precision input would fail ops that have
-    no bf16 kernel (triangular solves, say)."""
+    """The candidate's output o (its final state dropped), computed in float32 even when the layers around it
+    run under bf16 autocast: candidates are compared on their own arithmetic, and a half-precision input
+    would fail ops that have no bf16 kernel (triangular solves, say)."""
     if torch.is_autocast_enabled("cuda"):
         with torch.autocast("cuda", enabled=False):
-            return _core_output(core(*(t.float() for t in tensors), **kwargs))
-    return _core_output(core(*tensors, **kwargs))
+            out = core(*(t.float() for t in tensors), **kwargs)
+    else:
+        out = core(*tensors, **kwargs)
+    return out[0] if isinstance(out, (tuple, list)) else out
 
 
 def delta_net_mixer(x, p, pre, core):
