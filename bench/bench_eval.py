@@ -3,7 +3,8 @@
 `python3 bench/bench_eval.py [--profile quick] [--seeds 0] [--modes eager-seq,graphs-seq,graphs-batched]
 [--out bench_eval.json]` on a GPU machine, from the repo root. Each mode is one real worker process
 (`python3 -m sandbox eval ...`) scoring sandbox/naive.py, in the worker's default precision (float32) unless
-the mode ends in -bf16 (bf16 mixed precision); prints wall time, scores and the ratio of each
+the mode ends in -bf16 (bf16 mixed precision). The eager modes and `-torch` run the model's layers as plain torch
+ops, the others through sandbox/kernels.py's fused kernels (`eager-seq-kernels` too); prints wall time, scores and the ratio of each
 mode to the first, then candidates per GPU-hour.
 """
 from __future__ import annotations
@@ -18,11 +19,13 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-MODES = {  # name: worker flags
-    "eager-seq": ["--mode", "sequential", "--no-graphs"],
+MODES = {  # name: worker flags; the plain eager reference keeps the layers as torch ops
+    "eager-seq": ["--mode", "sequential", "--no-graphs", "--no-kernels"],
+    "eager-seq-kernels": ["--mode", "sequential", "--no-graphs"],
     "graphs-seq": ["--mode", "sequential"],
     "graphs-batched": ["--mode", "batched"],
-    "eager-seq-bf16": ["--mode", "sequential", "--no-graphs", "--precision", "bf16"],
+    "graphs-batched-torch": ["--mode", "batched", "--no-kernels"],
+    "eager-seq-bf16": ["--mode", "sequential", "--no-graphs", "--no-kernels", "--precision", "bf16"],
     "graphs-batched-bf16": ["--mode", "batched", "--precision", "bf16"],
 }
 
@@ -33,13 +36,16 @@ def run_mode(mode: str, profile: str, seeds: str, candidate: str, out_dir: Path)
            "--seeds", seeds, "--device", "cuda", "--out", str(out), *MODES[mode]]
     t0 = time.monotonic()
     with open(out_dir / f"eval_{profile}_{mode}.log", "w") as log:
-        rc = subprocess.call(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+        # a fresh triton cache: the kernels' compile is part of the wall time, as in an isolated worker
+        env = {**os.environ, "TRITON_CACHE_DIR": tempfile.mkdtemp(prefix=f"triton_{mode}_")}
+        rc = subprocess.call(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env=env)
     wall = time.monotonic() - t0
     result = json.loads(out.read_text()) if out.exists() and out.stat().st_size else {"status": f"exit {rc}"}
     return {"mode": mode, "wall_s": wall, "status": result.get("status"), "mean": result.get("mean"),
             "scores": {t: s["mean"] for t, s in result.get("scores", {}).items()},
             "timings": result.get("timings", {}), "cuda_graphs": result.get("execution", {}).get("cuda_graphs"),
-            "precision": result.get("execution", {}).get("precision")}
+            "precision": result.get("execution", {}).get("precision"),
+            "kernels": bool(result.get("execution", {}).get("kernels"))}
 
 
 def measure(modes: list[str], profile: str, seeds: str, candidate: str, out_dir: Path) -> list[dict]:
@@ -53,12 +59,12 @@ def measure(modes: list[str], profile: str, seeds: str, candidate: str, out_dir:
 def print_table(rows: list[dict], profile: str, seeds: str) -> None:
     base = rows[0]["wall_s"]
     print(f"one `{profile}` evaluation of sandbox/naive.py, seeds {seeds}, one H100 (worker wall time, all included)")
-    print(f"{'mode':20} {'wall s':>8} {'train s':>8} {'capture s':>9} {'x vs ' + rows[0]['mode']:>16} "
+    print(f"{'mode':20} {'wall s':>8} {'train s':>8} {'capture s':>9} {'kernels s':>9} {'x vs ' + rows[0]['mode']:>16} "
           f"{'cand./GPU-h':>11} {'mean':>6} status")
     for r in rows:
         print(f"{r['mode']:20} {r['wall_s']:8.1f} {r['timings'].get('train_s', 0):8.1f} "
-              f"{r['timings'].get('capture_s', 0):9.1f} {base / r['wall_s']:16.2f} {3600 / r['wall_s']:11.1f} "
-              f"{(r['mean'] or 0):6.3f} {r['status']} graphs={r['cuda_graphs']}")
+              f"{r['timings'].get('capture_s', 0):9.1f} {r['timings'].get('kernels_s', 0):9.1f} {base / r['wall_s']:16.2f} {3600 / r['wall_s']:11.1f} "
+              f"{(r['mean'] or 0):6.3f} {r['status']} graphs={r['cuda_graphs']} kernels={r['kernels']}")
 
 
 def main(default_modes: str = "eager-seq,graphs-seq,graphs-batched") -> None:

@@ -7,7 +7,9 @@ variants is printed beside; `decomposed-norm` and `tap-conv` put back the model 
 had before it fused them; `nosplit` turns off the split-K weight gradients of model.linear; `mixed` is the
 model's own bf16 mixed precision (layers under autocast, the candidate in float32; `bf16` puts the candidate
 under autocast too); `eager` launches the plain step op by op (no graph, host-timed), as the eager
-reference of bench_eval.py does. It also times the candidate's own forward + backward alone, and prints the
+reference of bench_eval.py does. The model's layers are sandbox/kernels.py's fused Triton kernels except in
+the variants named with `torch` (`torch`, `eager-torch`, `torch+mixed`, ...) and the compiled and older-layer
+ones, which use the torch ops. It also times the candidate's own forward + backward alone, and prints the
 top kernels of the plain graphed step, so the table says where the time goes.
 """
 from __future__ import annotations
@@ -23,7 +25,7 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from sandbox import model as mad_model, tasks  # noqa: E402
+from sandbox import kernels, model as mad_model, tasks  # noqa: E402
 from sandbox.train import Budget, Execution, GroupTrainer, Run  # noqa: E402
 
 SOLVE = """    T = torch.linalg.solve_triangular(
@@ -105,6 +107,7 @@ def use_layers(variant: str) -> None:
 
 
 SPLIT_K_CTAS = mad_model.SPLIT_K_CTAS
+TORCH_LAYERS = ("torch", "compile", "decomposed", "tap")   # variants whose layers are torch ops, not kernels.py's
 ORIGINAL = {fn_name: getattr(mad_model, fn_name) for table in LAYERS.values() for fn_name in table}
 
 
@@ -202,6 +205,7 @@ def trainer(task, changes, members, core) -> GroupTrainer:
 def variant_body(t: GroupTrainer, variant: str):
     """The train step of `variant` over trainer t; returns (body, compile seconds)."""
     model = t.model
+    kernels.set_enabled(not any(word in variant for word in TORCH_LAYERS))
     mad_model.SPLIT_K_CTAS = 0 if "nosplit" in variant else SPLIT_K_CTAS
     model.bf16 = "mixed" in variant
     losses = model.losses

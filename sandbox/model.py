@@ -15,6 +15,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from sandbox import kernels
+
 WIDTH = 128
 SWIGLU_INNER = 352            # int(2 * 128 * 4 / 3) rounded up to a multiple of 16
 NORM_EPS = 1e-5
@@ -202,6 +204,8 @@ def linear(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None = None) -> t
 
 def rms_norm(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
     """RMSNorm over the last dim with a per-member weight w [G, D]; x is [G, ..., D]."""
+    if x.shape[-1] == WIDTH and kernels.usable("rms_norm", x, w):
+        return kernels.rms_norm(x, w, NORM_EPS)
     return F.rms_norm(x, (x.shape[-1],), eps=NORM_EPS) * w.view(w.shape[0], *([1] * (x.dim() - 2)), w.shape[-1])
 
 
@@ -267,6 +271,8 @@ def call_core(core, *tensors, **kwargs) -> torch.Tensor:
 def delta_net_mixer(x, p, pre, core):
     G, B, L, d = x.shape
     h = linear(x, p[f"{pre}.w_in"])
+    if kernels.usable("conv_heads", h, p[f"{pre}.conv"]) and kernels.usable("head_norm", p[f"{pre}.o_norm"]):
+        return linear(fused_delta_net_core(h, p, pre, core), p[f"{pre}.w_out"])
     qkv = short_conv(h[..., :3 * d], p[f"{pre}.conv"])
     beta = torch.sigmoid(h[..., 3 * d:])                               # [G, B, L, H]
     q, k, v = (to_heads(t, HEADS) for t in qkv.split(d, dim=-1))
@@ -276,6 +282,19 @@ def delta_net_mixer(x, p, pre, core):
     o = call_core(core, q, k, v, beta.contiguous(), chunk_size=CHUNK)[:, :, :L]
     o = from_heads(head_norm(o, p[f"{pre}.o_norm"], G), G)
     return linear(o, p[f"{pre}.w_out"])
+
+
+def fused_delta_net_core(h, p, pre, core):
+    """delta_net_mixer between its two projections, through sandbox/kernels.py: the short convolution
+    writes q, k, v and beta straight into padded head layout, the output norm reads the candidate's
+    output from it. The same function as the torch ops above, to float rounding."""
+    G, B, L, _ = h.shape
+    q, k, v, beta = kernels.conv_heads(h, p[f"{pre}.conv"], HEADS, L + (-L) % CHUNK)
+    o = call_core(core, q, k, v, beta, chunk_size=CHUNK)
+    if not isinstance(o, torch.Tensor) or o.shape != v.shape:
+        raise ValueError(f"the candidate's output has shape {tuple(getattr(o, 'shape', ()))}, "
+                         f"expected {tuple(v.shape)} (that of v)")
+    return kernels.head_norm(o.float(), p[f"{pre}.o_norm"], G, L, NORM_EPS)
 
 
 def gated_delta_net_mixer(x, p, pre, core):
@@ -320,7 +339,10 @@ MIXERS = {"delta_net": delta_net_mixer, "gated_delta_net": gated_delta_net_mixer
 
 
 def swiglu(x, p, pre):
-    a, b = linear(x, p[f"{pre}.w12"]).split(SWIGLU_INNER, dim=-1)
+    h = linear(x, p[f"{pre}.w12"])
+    if kernels.usable("swiglu", h):
+        return linear(kernels.swiglu(h), p[f"{pre}.w3"])
+    a, b = h.split(SWIGLU_INNER, dim=-1)
     return linear(F.silu(a) * b, p[f"{pre}.w3"])
 
 

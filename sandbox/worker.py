@@ -21,8 +21,9 @@ from pathlib import Path
 
 import torch
 
-from sandbox import guard
+from sandbox import guard, kernels
 from sandbox.dynamic_checks import is_out_of_memory, run_dynamic_checks
+from sandbox.model import HEADS, NORM_EPS, SWIGLU_INNER, WIDTH
 from sandbox.profiles import PROFILES, get_profile
 from sandbox.result import MODELS, TASKS, failure
 from sandbox.static_checks import check_static
@@ -52,6 +53,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                     help="fp32: float32 with TF32 matmuls (the default); bf16: MAD's bf16 mixed precision on "
                          "CUDA, the candidate's core still in float32 (3-9%% faster steps on an H100, measured). The CPU "
                          "always trains in float32")
+    ev.add_argument("--no-kernels", action="store_true",
+                    help="the model's layers as plain torch ops instead of sandbox/kernels.py's fused Triton "
+                         "kernels (for benchmarks; the CPU always uses the torch ops)")
     ev.add_argument("--tasks", default=None, help="comma-separated subset of the profile's tasks")
     ev.add_argument("--only", default=None, help="comma-separated subset of its settings, as task/setting")
     ev.add_argument("--checks-only", action="store_true",
@@ -139,6 +143,20 @@ def evaluate(args: argparse.Namespace, device: torch.device, log: LogTail) -> di
     code = path.read_text() if args.model == "delta_net" else ""
     base = {"model": args.model, "profile": profile.name, "seeds": seeds,
             "candidate_sha256": hashlib.sha256(code.encode()).hexdigest() if code else ""}
+    t_kernels = time.monotonic()
+    kernels.set_enabled(not args.no_kernels)
+    dtypes = (torch.float32, torch.bfloat16) if args.precision == "bf16" else (torch.float32,)
+    try:        # compiled now: the guard forbids the compiler's subprocesses
+        fused = kernels.warm(device, dtypes, width=WIDTH, heads=HEADS, inner=SWIGLU_INNER, eps=NORM_EPS)
+        kernels_fallback = ""
+    except Exception as e:                    # a GPU or triton the kernels do not support: the torch ops
+        fused, kernels_fallback = [], f"{type(e).__name__}: {(str(e).strip().splitlines() or [''])[0][:200]}"
+        kernels.set_enabled(False)
+        log(f"fused kernels unavailable, using the torch ops ({kernels_fallback})")
+    kernels.freeze()
+    kernels_s = time.monotonic() - t_kernels
+    if fused:
+        log(f"fused kernels ready in {kernels_s:.1f} s: {', '.join(fused)}")
     guard.harden_process()
     checks, core = [], None
     t_checks = time.monotonic()
@@ -193,10 +211,11 @@ def evaluate(args: argparse.Namespace, device: torch.device, log: LogTail) -> di
         execution.timings[name] = round(execution.timings[name], 3)
     result = {"status": "ok", "reason": "", "message": "", **base, **summary, "checks": checks,
               "timings": {"total_s": round(time.monotonic() - t0, 3), "checks_s": round(checks_s, 3),
-                          **execution.timings},
+                          "kernels_s": round(kernels_s, 3), **execution.timings},
               "execution": {"device": execution.device, "mode": args.mode, "batched": execution.batched,
                             "cuda_graphs": execution.cuda_graphs, "fallback_reason": execution.fallback_reason,
                             "precision": execution.precision, "max_steps": budget.max_steps,
+                            "kernels": fused, "kernels_fallback": kernels_fallback,
                             "matmul_precision": torch.get_float32_matmul_precision(),
                             "groups": execution.groups, "runs": len(runs)}}
     log(f"done: mean {result['mean']:.4f} over {len(summary['scores'])} task(s) in {result['timings']['total_s']:.1f} s")
