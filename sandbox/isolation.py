@@ -49,13 +49,22 @@ CPU_GRACE_S = 5           # hard CPU limit above the soft one, so SIGXCPU (a tim
 OOM_MARKERS = ("MemoryError", "OutOfMemoryError", "out of memory", "can't allocate memory", "std::bad_alloc")
 
 
+def kernel_cache_dir() -> Path:
+    """Where workers keep the compiled fused kernels of sandbox/kernels.py between evaluations:
+    $ARCHER_KERNEL_CACHE, else archer/triton under the user's cache directory. A worker writes it only
+    before its guard is armed, so candidate code never can; a cold cache costs about 9 s of compiling."""
+    if os.environ.get("ARCHER_KERNEL_CACHE"):
+        return Path(os.environ["ARCHER_KERNEL_CACHE"])
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "archer" / "triton"
+
+
 def scrubbed_env(workdir: Path) -> dict[str, str]:
     """The worker's whole environment: an allow-list, minus anything that looks like a credential."""
     env = {k: os.environ[k] for k in KEEP_ENV if k in os.environ}
     env = {k: v for k, v in env.items() if not SECRET_NAME.search(k) and not SECRET_VALUE.search(v)}
     env.update(PYTHONPATH=str(PACKAGE_ROOT), PYTHONUNBUFFERED="1", PYTHONDONTWRITEBYTECODE="1",
                PYTHONNOUSERSITE="1", HOME=str(workdir / "home"), TMPDIR=str(workdir / "tmp"),
-               TRITON_CACHE_DIR=str(workdir / "home" / "triton"), XDG_CACHE_HOME=str(workdir / "home" / "cache"))
+               TRITON_CACHE_DIR=str(kernel_cache_dir()), XDG_CACHE_HOME=str(workdir / "home" / "cache"))
     return env
 
 

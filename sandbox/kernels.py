@@ -118,33 +118,24 @@ if triton is not None:
         return tl.load(base + pos[:, None] * CIN + cols[None, :], mask=ok[:, None], other=0.0).to(tl.float32)
 
     @triton.jit
-    def _silu_norm(y, NORM: tl.constexpr):
-        s = y * tl.sigmoid(y)
-        if NORM:
-            s = s / tl.sqrt(tl.sum(s * s, 1) + 1e-6)[:, None]
-        return s
-
-    @triton.jit
-    def _silu_norm_grad(y, dn, NORM: tl.constexpr):
-        """d(loss)/dy from d(loss)/d(output), output = l2norm(silu(y)) (NORM) or silu(y)."""
+    def _silu_norm_grad(y, dn, norm):
+        """d(loss)/dy from d(loss)/d(output), output = l2norm(silu(y)) (norm) or silu(y)."""
         sg = tl.sigmoid(y)
         s = y * sg
-        if NORM:
+        ds = dn
+        if norm:
             rs = 1.0 / tl.sqrt(tl.sum(s * s, 1) + 1e-6)
             n = s * rs[:, None]
             ds = (dn - n * tl.sum(dn * n, 1)[:, None]) * rs[:, None]
-        else:
-            ds = dn
         return ds * sg * (1 + y * (1 - sg))
 
-    @triton.jit(do_not_specialize=["B", "L", "LP"])
-    def _conv_fwd(Hin, Wc, OUT, BETA, B, L, LP, PART: tl.constexpr, HEADS: tl.constexpr, D: tl.constexpr,
-                  BL: tl.constexpr):
+    @triton.jit(do_not_specialize=["B", "L", "LP", "part"])
+    def _conv_fwd(Hin, Wc, OUT, BETA, B, L, LP, part, HEADS: tl.constexpr, D: tl.constexpr, BL: tl.constexpr):
         r, head = tl.program_id(0), tl.program_id(1)       # r = member * B + batch row
         g = r // B
         DM: tl.constexpr = HEADS * D
         CIN: tl.constexpr = 3 * DM + HEADS
-        c0 = PART * DM + head * D
+        c0 = part * DM + head * D
         cols = tl.arange(0, D)
         wrow = Wc + (g * 3 * DM + c0 + cols) * 4
         w0 = tl.load(wrow + 0)[None, :]
@@ -157,22 +148,25 @@ if triton is not None:
             pos = l0 + tl.arange(0, BL)
             y = (w0 * _tap(base, pos - 3, L, CIN, cols) + w1 * _tap(base, pos - 2, L, CIN, cols)
                  + w2 * _tap(base, pos - 1, L, CIN, cols) + w3 * _tap(base, pos, L, CIN, cols))
-            s = tl.where((pos < L)[:, None], _silu_norm(y, PART < 2), 0.0)
+            s = y * tl.sigmoid(y)
+            if part < 2:                                        # q and k: L2-normalised over D
+                s = s / tl.sqrt(tl.sum(s * s, 1) + 1e-6)[:, None]
+            s = tl.where((pos < L)[:, None], s, 0.0)
             tl.store(OUT + (orow + pos)[:, None] * D + cols[None, :], s, mask=(pos < LP)[:, None])
-            if PART == 0:
+            if part == 0:
                 logit = tl.load(Hin + (r * L + pos) * CIN + 3 * DM + head, mask=pos < L, other=0.0)
                 beta = tl.where(pos < L, tl.sigmoid(logit.to(tl.float32)), 0.0)
                 tl.store(BETA + orow + pos, beta, mask=pos < LP)
 
-    @triton.jit(do_not_specialize=["B", "L", "LP"])
-    def _conv_bwd(Hin, Wc, DOUT, DBETA, DH, DWP, B, L, LP, PART: tl.constexpr, HEADS: tl.constexpr,
-                  D: tl.constexpr, BL: tl.constexpr):
+    @triton.jit(do_not_specialize=["B", "L", "LP", "part"])
+    def _conv_bwd(Hin, Wc, DOUT, DBETA, DH, DWP, B, L, LP, part, HEADS: tl.constexpr, D: tl.constexpr,
+                  BL: tl.constexpr):
         r, head = tl.program_id(0), tl.program_id(1)
         g = r // B
         DM: tl.constexpr = HEADS * D
         CIN: tl.constexpr = 3 * DM + HEADS
-        NORM: tl.constexpr = PART < 2
-        c0 = PART * DM + head * D
+        norm = part < 2
+        c0 = part * DM + head * D
         cols = tl.arange(0, D)
         wrow = Wc + (g * 3 * DM + c0 + cols) * 4
         w0 = tl.load(wrow + 0)[None, :]
@@ -195,13 +189,11 @@ if triton is not None:
             xp2 = _tap(base, pos + 2, L, CIN, cols)
             xp3 = _tap(base, pos + 3, L, CIN, cols)
             # dy at pos + j (zero at and beyond L: those outputs are padding)
-            dy0 = _silu_norm_grad(w0 * xm3 + w1 * xm2 + w2 * xm1 + w3 * x0, _tap(DOUT + orow * D, pos, L, D, cols), NORM)
-            dy1 = _silu_norm_grad(w0 * xm2 + w1 * xm1 + w2 * x0 + w3 * xp1,
-                                  _tap(DOUT + orow * D, pos + 1, L, D, cols), NORM)
-            dy2 = _silu_norm_grad(w0 * xm1 + w1 * x0 + w2 * xp1 + w3 * xp2,
-                                  _tap(DOUT + orow * D, pos + 2, L, D, cols), NORM)
-            dy3 = _silu_norm_grad(w0 * x0 + w1 * xp1 + w2 * xp2 + w3 * xp3,
-                                  _tap(DOUT + orow * D, pos + 3, L, D, cols), NORM)
+            dout = DOUT + orow * D
+            dy0 = _silu_norm_grad(w0 * xm3 + w1 * xm2 + w2 * xm1 + w3 * x0, _tap(dout, pos, L, D, cols), norm)
+            dy1 = _silu_norm_grad(w0 * xm2 + w1 * xm1 + w2 * x0 + w3 * xp1, _tap(dout, pos + 1, L, D, cols), norm)
+            dy2 = _silu_norm_grad(w0 * xm1 + w1 * x0 + w2 * xp1 + w3 * xp2, _tap(dout, pos + 2, L, D, cols), norm)
+            dy3 = _silu_norm_grad(w0 * x0 + w1 * xp1 + w2 * xp2 + w3 * xp3, _tap(dout, pos + 3, L, D, cols), norm)
             dx = w3 * dy0 + w2 * dy1 + w1 * dy2 + w0 * dy3
             m = pos < L
             tl.store(DH + (r * L + pos)[:, None] * CIN + c0 + cols[None, :], dx.to(DH.dtype.element_ty),
@@ -210,7 +202,7 @@ if triton is not None:
             dw1 += tl.sum(dy0 * xm2, 0)
             dw2 += tl.sum(dy0 * xm1, 0)
             dw3 += tl.sum(dy0 * x0, 0)
-            if PART == 0:
+            if part == 0:
                 logit = tl.load(Hin + (r * L + pos) * CIN + 3 * DM + head, mask=m, other=0.0).to(tl.float32)
                 db = tl.load(DBETA + orow + pos, mask=m, other=0.0)
                 sb = tl.sigmoid(logit)
@@ -328,7 +320,7 @@ class ConvHeads(torch.autograd.Function):
         qkv = [torch.empty(G * B, heads, LP, D, device=h.device, dtype=torch.float32) for _ in range(3)]
         beta = torch.empty(G * B, heads, LP, device=h.device, dtype=torch.float32)
         for part in range(3):
-            _conv_fwd[(G * B, heads)](h, w, qkv[part], beta, B, L, LP, PART=part, HEADS=heads, D=D, BL=SEQ_BLOCK)
+            _conv_fwd[(G * B, heads)](h, w, qkv[part], beta, B, L, LP, part=part, HEADS=heads, D=D, BL=SEQ_BLOCK)
         ctx.save_for_backward(h, w)
         ctx.heads, ctx.LP = heads, LP
         return (*qkv, beta)
@@ -345,7 +337,7 @@ class ConvHeads(torch.autograd.Function):
                  for t in (dq, dk, dv)]
         dbeta = _aligned(dbeta) if dbeta is not None else torch.zeros(G * B, heads, LP, device=h.device)
         for part in range(3):
-            _conv_bwd[(G * B, heads)](h, w, grads[part].float(), dbeta.float(), dh, dwp, B, L, LP, PART=part,
+            _conv_bwd[(G * B, heads)](h, w, grads[part].float(), dbeta.float(), dh, dwp, B, L, LP, part=part,
                                       HEADS=heads, D=D, BL=SEQ_BLOCK)
         return dh, dwp.view(G, B, 3 * heads * D, 4).sum(1).to(w.dtype), None, None
 

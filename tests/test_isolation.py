@@ -32,6 +32,9 @@ def test_environment_keeps_the_allow_list_and_drops_anything_like_a_credential(m
     assert "sk-canary" not in json.dumps(env) and "ghp_abc" not in json.dumps(env)
     assert "LC_ALL" not in env and "AWS_SECRET_ACCESS_KEY" not in env
     assert env["HOME"].startswith(str(tmp_path)) and env["TMPDIR"].startswith(str(tmp_path))
+    assert not env["TRITON_CACHE_DIR"].startswith(str(tmp_path)), "compiled kernels outlive the evaluation"
+    monkeypatch.setenv("ARCHER_KERNEL_CACHE", "/srv/kernels")
+    assert scrubbed_env(tmp_path)["TRITON_CACHE_DIR"] == "/srv/kernels"
 
 
 HARDENED = textwrap.dedent("""
