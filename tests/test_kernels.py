@@ -59,29 +59,26 @@ def losses_and_grads(m: MADModel, x, y):
     return loss.detach().clone(), m.bank.grad.clone()
 
 
-def compare_with_torch_ops(mod, device, *, model_name="delta_net", autoencoder=False, L=45, bf16=False,
-                           rtol=2e-4, atol=2e-5):
-    """The same members trained one step with the kernels and with the torch ops: equal losses and grads."""
+def train_step(mod, device, *, fused, model_name="delta_net", autoencoder=False, L=45, bf16=False):
+    """Losses and flat gradients of one step of two fixed members, through the kernels or the torch ops."""
     torch.manual_seed(0)
-    vocabs = [16, 12]
     x = torch.randint(0, 12, (2, 3, L), device=device)
     y = torch.randint(0, 12, (2, 3, L), device=device)
     y[0, 0, :2] = -100
-    m = MADModel(model_name, vocabs, [1, 2], autoencoder=autoencoder, device=device, bf16=bf16,
+    m = MADModel(model_name, [16, 12], [1, 2], autoencoder=autoencoder, device=device, bf16=bf16,
                  core=delta_rule_chunkwise if model_name == "delta_net" else None)
-    mod.set_enabled(True)
-    fused = losses_and_grads(m, x, y)
-    mod.set_enabled(False)
+    mod.set_enabled(fused)
     try:
-        plain = losses_and_grads(m, x, y)
+        return losses_and_grads(m, x, y)
     finally:
         mod.set_enabled(True)
+
+
+def compare_with_torch_ops(mod, device, rtol=2e-4, atol=2e-5, **kw):
+    """The same members trained one step with the kernels and with the torch ops: equal losses and grads."""
+    fused, plain = train_step(mod, device, fused=True, **kw), train_step(mod, device, fused=False, **kw)
     torch.testing.assert_close(fused[0], plain[0], rtol=rtol, atol=atol)
-    if bf16:    # bf16 rounds in different places on the two paths: compare the gradients as a whole
-        rel = ((fused[1] - plain[1]).norm() / plain[1].norm()).item()
-        assert rel < 2e-2, f"gradients differ by {rel:.1e} relative"
-    else:
-        torch.testing.assert_close(fused[1], plain[1], rtol=rtol, atol=atol)
+    torch.testing.assert_close(fused[1], plain[1], rtol=rtol, atol=atol)
     assert fused[1].abs().sum() > 0
 
 
@@ -160,9 +157,22 @@ def test_after_freeze_only_warmed_variants_launch(interpreted):
 
 @cuda
 @pytest.mark.gpu
-@pytest.mark.parametrize("bf16", [False, True])
 @pytest.mark.parametrize("L", [45, 256])
-def test_compiled_kernels_give_the_torch_ops_losses_and_gradients_on_gpu(L, bf16):
-    # TF32 and bf16 matmuls differ between the two paths' kernel choices: looser than on CPU
-    compare_with_torch_ops(kernels, torch.device("cuda"), L=L, bf16=bf16,
-                           rtol=3e-2 if bf16 else 2e-3, atol=3e-3 if bf16 else 2e-4)
+def test_compiled_kernels_give_the_torch_ops_losses_and_gradients_on_gpu(L):
+    compare_with_torch_ops(kernels, torch.device("cuda"), L=L, rtol=2e-3, atol=2e-4)   # TF32 matmuls
+
+
+@cuda
+@pytest.mark.gpu
+@pytest.mark.parametrize("L", [45, 256])
+def test_bf16_through_the_kernels_is_as_accurate_as_through_the_torch_ops(L):
+    """Under bf16 autocast the two paths round in different places; measured against the float32 step,
+    the kernels (which compute in float32 from bf16 inputs) must not be the less accurate."""
+    cuda_dev = torch.device("cuda")
+    truth = train_step(kernels, cuda_dev, fused=False, L=L)[1]
+    err = {}
+    for fused in (True, False):
+        grads = train_step(kernels, cuda_dev, fused=fused, L=L, bf16=True)[1]
+        err[fused] = ((grads - truth).norm() / truth.norm()).item()
+    assert err[True] < 5e-2, err
+    assert err[True] <= 1.25 * err[False] + 1e-3, err
