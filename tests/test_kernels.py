@@ -21,14 +21,14 @@ from sandbox import kernels  # noqa: E402
 
 INTERPRETED = kernels.interpreting()
 if INTERPRETED:
-    # triton 3.5's interpreter turns a scalar (a 1-element array) into a loop bound with int(array), which
+    # triton 3.5's interpreter (fixed by 3.9, where this is harmless) turns a scalar (a 1-element array) into a loop bound with int(array), which
     # numpy >= 2.3 refuses for arrays of one dimension; .item() is what it means
     from triton.runtime import interpreter
 
     _patch_tensor = interpreter._patch_lang_tensor
 
-    def _patch_lang_tensor(tensor):
-        _patch_tensor(tensor)
+    def _patch_lang_tensor(tensor, *args):
+        _patch_tensor(tensor, *args)
         tensor.__index__ = lambda self: int(self.handle.data.item())
 
     interpreter._patch_lang_tensor = _patch_lang_tensor
