@@ -21,8 +21,8 @@ from sandbox import kernels  # noqa: E402
 
 INTERPRETED = kernels.interpreting()
 if INTERPRETED:
-    # triton 3.5's interpreter (fixed by 3.9, where this is harmless) turns a scalar (a 1-element array) into a loop bound with int(array), which
-    # numpy >= 2.3 refuses for arrays of one dimension; .item() is what it means
+    # triton 3.5's interpreter turns a scalar (a 1-element array) into a loop bound with int(array), which
+    # numpy >= 2.3 refuses for arrays of one dimension; .item() is what it means (3.9 needs no help)
     from triton.runtime import interpreter
 
     _patch_tensor = interpreter._patch_lang_tensor
