@@ -1,10 +1,12 @@
 """The worker end to end (real subprocesses) and its mapping of failures to statuses."""
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from agent.records import EvalResult
 from sandbox import worker
@@ -39,8 +41,24 @@ def test_worker_scores_the_baseline_and_writes_a_valid_result(tmp_path):
     assert 0 < result.settings[0].whole_set_accuracy <= 1 and list(result.whole_set_accuracy) == ["memorize"]
     assert [c.name for c in result.checks][-1] == "trains" and all(c.passed for c in result.checks)
     assert result.execution["device"] == "cpu" and result.execution["cuda_graphs"] is False
+    assert result.execution["kernels"] == [] and result.timings["kernels_s"] >= 0, "the CPU keeps the torch ops"
     assert result.environment["torch"] and result.timings["train_s"] > 0
     assert "memorize" in result.log_tail and len(result.candidate_sha256) == 64
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_a_cuda_worker_trains_through_the_fused_kernels_behind_its_guard(tmp_path):
+    """Compiled before the guard, launched after it (no compiler may start then), and said so in the result."""
+    out = tmp_path / "result.json"
+    subprocess.run([sys.executable, "-m", "sandbox", "eval", "--device", "cuda", "--out", str(out), "--candidate",
+                    str(ROOT / "sandbox" / "naive.py"), "--profile", "smoke", "--seeds", "0"],
+                   cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(ROOT), "TRITON_CACHE_DIR": str(tmp_path / "k")},
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=600)
+    result = EvalResult.model_validate(json.loads(out.read_text()))
+    assert result.status == "ok", result.message
+    assert "conv_heads:float32" in result.execution["kernels"] and not result.execution["kernels_fallback"]
+    assert result.scores["context_recall"].mean > 0.5
 
 
 def test_max_steps_overrides_the_profiles_cap_and_is_recorded(tmp_path):
