@@ -138,16 +138,22 @@ def check_core(fn, ref) -> float:
     return float((o1 - o2).norm() / o2.norm())
 
 
-def graph_ms(fn, reps: int) -> float:
-    side = torch.cuda.Stream()
+def capture(fn, stream: torch.cuda.Stream | None = None) -> torch.cuda.CUDAGraph:
+    """fn warmed up on a side stream, then captured (on `stream` when given) in a CUDA graph."""
+    side = stream or torch.cuda.Stream()
     side.wait_stream(torch.cuda.current_stream())
     with torch.cuda.stream(side):
         for _ in range(3):
             fn()
     torch.cuda.current_stream().wait_stream(side)
     graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
+    with torch.cuda.graph(graph, stream=stream):
         fn()
+    return graph
+
+
+def graph_ms(fn, reps: int) -> float:
+    graph = capture(fn)
     graph.replay()
     torch.cuda.synchronize()
     start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)

@@ -16,20 +16,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench_fuse import STEPS, cores, trainer, variant_body  # noqa: E402
-
-
-def capture(body, stream: torch.cuda.Stream) -> torch.cuda.CUDAGraph:
-    stream.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(stream):
-        for _ in range(3):
-            body()
-    torch.cuda.current_stream().wait_stream(stream)
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph, stream=stream):
-        body()
-    torch.cuda.synchronize()
-    return graph
+from bench_fuse import STEPS, capture, cores, trainer, variant_body  # noqa: E402
 
 
 def timed(fn) -> float:
@@ -60,6 +47,7 @@ def main() -> None:
             t = trainer(task, changes, members, core)
             body, _ = variant_body(t, "plain")
             graphs.append(capture(body, stream))
+            torch.cuda.synchronize()
             keep.append(t)
         n = args.steps
 

@@ -129,6 +129,12 @@ if triton is not None:
             ds = (dn - n * tl.sum(dn * n, 1)[:, None]) * rs[:, None]
         return ds * sg * (1 + y * (1 - sg))
 
+    @triton.jit
+    def _conv_weights(wrow):
+        """The 4 taps of the D channels whose rows of the [C, 4] weight start at wrow, each [1, D]."""
+        return (tl.load(wrow + 0)[None, :], tl.load(wrow + 1)[None, :], tl.load(wrow + 2)[None, :],
+                tl.load(wrow + 3)[None, :])
+
     @triton.jit(do_not_specialize=["B", "L", "LP", "part"])
     def _conv_fwd(Hin, Wc, OUT, BETA, B, L, LP, part, HEADS: tl.constexpr, D: tl.constexpr, BL: tl.constexpr):
         r, head = tl.program_id(0), tl.program_id(1)       # r = member * B + batch row
@@ -137,11 +143,7 @@ if triton is not None:
         CIN: tl.constexpr = 3 * DM + HEADS
         c0 = part * DM + head * D
         cols = tl.arange(0, D)
-        wrow = Wc + (g * 3 * DM + c0 + cols) * 4
-        w0 = tl.load(wrow + 0)[None, :]
-        w1 = tl.load(wrow + 1)[None, :]
-        w2 = tl.load(wrow + 2)[None, :]
-        w3 = tl.load(wrow + 3)[None, :]
+        w0, w1, w2, w3 = _conv_weights(Wc + (g * 3 * DM + c0 + cols) * 4)
         base = Hin + r * L * CIN + c0
         orow = (r * HEADS + head) * LP
         for l0 in tl.range(0, LP, BL):
@@ -168,13 +170,10 @@ if triton is not None:
         norm = part < 2
         c0 = part * DM + head * D
         cols = tl.arange(0, D)
-        wrow = Wc + (g * 3 * DM + c0 + cols) * 4
-        w0 = tl.load(wrow + 0)[None, :]
-        w1 = tl.load(wrow + 1)[None, :]
-        w2 = tl.load(wrow + 2)[None, :]
-        w3 = tl.load(wrow + 3)[None, :]
+        w0, w1, w2, w3 = _conv_weights(Wc + (g * 3 * DM + c0 + cols) * 4)
         base = Hin + r * L * CIN + c0
         orow = (r * HEADS + head) * LP
+        dout = DOUT + orow * D
         dw0 = tl.zeros([D], tl.float32)
         dw1 = tl.zeros([D], tl.float32)
         dw2 = tl.zeros([D], tl.float32)
@@ -189,7 +188,6 @@ if triton is not None:
             xp2 = _tap(base, pos + 2, L, CIN, cols)
             xp3 = _tap(base, pos + 3, L, CIN, cols)
             # dy at pos + j (zero at and beyond L: those outputs are padding)
-            dout = DOUT + orow * D
             dy0 = _silu_norm_grad(w0 * xm3 + w1 * xm2 + w2 * xm1 + w3 * x0, _tap(dout, pos, L, D, cols), norm)
             dy1 = _silu_norm_grad(w0 * xm2 + w1 * xm1 + w2 * x0 + w3 * xp1, _tap(dout, pos + 1, L, D, cols), norm)
             dy2 = _silu_norm_grad(w0 * xm1 + w1 * x0 + w2 * xp1 + w3 * xp2, _tap(dout, pos + 2, L, D, cols), norm)
@@ -267,7 +265,8 @@ class RMSNorm(torch.autograd.Function):
         R = x2.shape[1]
         y = torch.empty_like(x2)
         rstd = torch.empty(G, R, device=x.device, dtype=torch.float32)
-        _rms_fwd[(G, triton.cdiv(R, RMS_ROWS))](x2, _aligned(w), y, rstd, R, eps, C=C, BR=RMS_ROWS)
+        w = _aligned(w)          # a member-strided view of the parameter bank: made contiguous once
+        _rms_fwd[(G, triton.cdiv(R, RMS_ROWS))](x2, w, y, rstd, R, eps, C=C, BR=RMS_ROWS)
         ctx.save_for_backward(x2, w, rstd)
         return y.view(x.shape)
 
@@ -278,7 +277,7 @@ class RMSNorm(torch.autograd.Function):
         blocks = triton.cdiv(R, RMS_ROWS)
         dx = torch.empty_like(x2)
         dwp = torch.empty(G, blocks, C, device=x2.device, dtype=torch.float32)
-        _rms_bwd[(G, blocks)](x2, _aligned(w), _aligned(dy.to(x2.dtype)).view(G, R, C), rstd, dx, dwp, R,
+        _rms_bwd[(G, blocks)](x2, w, _aligned(dy.to(x2.dtype)).view(G, R, C), rstd, dx, dwp, R,
                               C=C, BR=RMS_ROWS)
         return dx.view(dy.shape), dwp.sum(1).to(w.dtype), None
 
@@ -333,11 +332,11 @@ class ConvHeads(torch.autograd.Function):
         D = (cin - heads) // (3 * heads)
         dh = torch.empty_like(h)
         dwp = torch.empty(G * B, 3 * heads * D, 4, device=h.device, dtype=torch.float32)
-        grads = [_aligned(t) if t is not None else torch.zeros(G * B, heads, LP, D, device=h.device)
+        grads = [_aligned(t.float()) if t is not None else torch.zeros(G * B, heads, LP, D, device=h.device)
                  for t in (dq, dk, dv)]
-        dbeta = _aligned(dbeta) if dbeta is not None else torch.zeros(G * B, heads, LP, device=h.device)
+        dbeta = _aligned(dbeta.float()) if dbeta is not None else torch.zeros(G * B, heads, LP, device=h.device)
         for part in range(3):
-            _conv_bwd[(G * B, heads)](h, w, grads[part].float(), dbeta.float(), dh, dwp, B, L, LP, part=part,
+            _conv_bwd[(G * B, heads)](h, w, grads[part], dbeta, dh, dwp, B, L, LP, part=part,
                                       HEADS=heads, D=D, BL=SEQ_BLOCK)
         return dh, dwp.view(G, B, 3 * heads * D, 4).sum(1).to(w.dtype), None, None
 
