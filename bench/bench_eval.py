@@ -2,11 +2,11 @@
 
 `python3 bench/bench_eval.py [--profile quick] [--seeds 0] [--modes eager-seq,graphs-seq,graphs-batched]
 [--out bench_eval.json]` on a GPU machine, from the repo root. Each mode is one real worker process
-(`python3 -m sandbox eval ...`) scoring sandbox/naive.py; a mode may be listed twice (the first run with the
-fused kernels compiles them into an empty cache, later ones load them), in the worker's default precision (float32) unless
-the mode ends in -bf16 (bf16 mixed precision). The eager modes and `-torch` run the model's layers as plain torch
-ops, the others through sandbox/kernels.py's fused kernels (`eager-seq-kernels` too); prints wall time, scores and the ratio of each
-mode to the first, then candidates per GPU-hour.
+(`python3 -m sandbox eval ...`) scoring sandbox/naive.py, in the worker's default precision (float32) unless
+the mode ends in -bf16 (bf16 mixed precision). The eager modes and `-torch` run the model's layers as plain
+torch ops, the others (`eager-seq-kernels` too) through sandbox/kernels.py's fused kernels. A mode may be
+listed twice: the first run with the kernels compiles them into an empty cache, later ones load them.
+Prints wall time, scores and the ratio of each mode to the first, then candidates per GPU-hour.
 """
 from __future__ import annotations
 
