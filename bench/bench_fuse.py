@@ -4,13 +4,14 @@
 [--profile] [--out fuse.json]` on a GPU machine (torch only). Every variant is a real GroupTrainer step
 (forward, backward, per-member AdamW) on real data, captured in a CUDA graph and timed over replays with
 device events; the compile time of the compiled variants is printed beside; `decomposed-norm` and `tap-conv`
-put back the model layers sandbox/model.py had before it fused them; `nosplit` turns off the split-K weight gradients of model.linear; `mixed` is the
-model's own bf16 mixed precision (layers under autocast, the candidate in float32; `bf16` puts the candidate
-under autocast too); `eager` launches the plain step op by op (no graph, host-timed), as the eager
-reference of bench_eval.py does. The model's layers are sandbox/kernels.py's fused Triton kernels except in
-the variants named with `torch` (`torch`, `eager-torch`, `torch+mixed`, ...) and the compiled and older-layer
-ones, which use the torch ops. It also times the candidate's own forward + backward alone, and prints the
-top kernels of the plain graphed step, so the table says where the time goes.
+put back the model layers sandbox/model.py had before it fused them; `nosplit` turns off the split-K weight
+gradients of model.linear; `mixed` is the model's own bf16 mixed precision (layers under autocast, the
+candidate in float32; `bf16` puts the candidate under autocast too); `eager` launches the plain step op by op
+(no graph, host-timed), as the eager reference of bench_eval.py does. The model's layers are
+sandbox/kernels.py's fused Triton kernels except in the variants named with `torch` (`torch`, `eager-torch`,
+`torch+mixed`, ...) and the compiled and older-layer ones, which use the torch ops. It also times the
+candidate's own forward + backward alone, and prints the top kernels of the plain graphed step, so the table
+says where the time goes.
 """
 from __future__ import annotations
 
