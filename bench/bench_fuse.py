@@ -118,9 +118,17 @@ def load(source: str, name: str):
     return ns["delta_rule_chunkwise"]
 
 
+def free_core(q, k, v, beta, chunk_size=32):
+    """Not a delta rule: one cheap elementwise map with a gradient to every input, so that a step with this
+    core costs what the model around the candidate costs (the candidate's share is the difference)."""
+    o = v * beta[..., None] + q * k
+    return o, o.new_zeros(*o.shape[:2], q.shape[-1], v.shape[-1])
+
+
 def cores(base: str) -> dict:
-    """The candidate as written ("solve"), with the product-form UT transform, and with an indexed loop."""
-    out = {"solve": load(base, "solve")}
+    """The candidate as written ("solve"), with the product-form UT transform, with an indexed loop, and
+    "free" (free_core: the model without the candidate's cost)."""
+    out = {"solve": load(base, "solve"), "free": free_core}
     if SOLVE in base:
         out["product"] = load(base.replace(SOLVE, PRODUCT), "product")
     if UNBOUND_LOOP in base:
@@ -258,7 +266,7 @@ def main() -> None:
     ap.add_argument("--candidate", default="sandbox/naive.py")
     ap.add_argument("--steps", type=int, default=30)
     ap.add_argument("--variants", default="plain,bf16,compile,compile-nocore,compile+bf16")
-    ap.add_argument("--cores", default="solve", help="solve, product, indexed: which cores the steps use")
+    ap.add_argument("--cores", default="solve", help="solve, product, indexed, free: which cores the steps use")
     ap.add_argument("--core-variants", default="plain,compile,bf16",
                     help="the variants also timed with the other UT transforms")
     ap.add_argument("--configs", default=",".join(s[0] for s in STEPS))
@@ -272,6 +280,8 @@ def main() -> None:
 
     print("core alone, fwd+bwd, B=128 H=4 D=32, graphed:")
     for name, fn in core_fns.items():
+        if fn is free_core:
+            continue
         err = check_core(fn, core_fns["solve"])
         for L in (128, 1024):
             ms = time_core(fn, L, 20)
@@ -292,7 +302,7 @@ def main() -> None:
                 t = trainer(task, changes, members, core_fns[core_name])
                 try:
                     body, compile_s = variant_body(t, variant)
-                    if args.profile and variant == "plain" and core_name == "solve":
+                    if args.profile and variant == "plain" and core_name in ("solve", "free"):
                         print(profile_top(body), flush=True)
                     ms = eager_ms(body, args.steps) if variant == "eager" else graph_ms(body, args.steps)
                     row = {"kind": "step", "config": label, "core": core_name, "variant": variant,

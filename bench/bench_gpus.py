@@ -8,6 +8,9 @@ only (no pydantic), so it runs with a GPU node's plain python3 from the reposito
     .venv/bin/python bench/bench_gpus.py                      # quick profile, N = 2 x GPUs
     .venv/bin/python bench/bench_gpus.py --profile smoke --cpu-slots 2 --candidates 2   # dry run, no GPU
     python3 bench/bench_gpus.py --one-gpu --per-gpu 3 --candidates 6   # 1 vs 3 evaluations at once on GPU 0
+An untimed smoke evaluation first fills the workers' caches (sandbox/isolation.py cache_root(): Python
+bytecode and compiled kernels), so both measurements see a machine that has scored before; set
+$ARCHER_CACHE to start from an empty one.
 """
 from __future__ import annotations
 
@@ -50,6 +53,8 @@ def main(argv=None) -> int:
     ap.add_argument("--timeout", type=float, default=3600.0, help="wall-clock limit of one evaluation, s")
     ap.add_argument("--cpu-slots", type=int, default=0, help="no GPU: compare 1 CPU slot with this many")
     ap.add_argument("--json", type=Path, default=None, help="also write the measurements here")
+    ap.add_argument("--no-warmup", action="store_true",
+                    help="skip the untimed smoke evaluation that first fills the workers' bytecode and kernel caches")
     args = ap.parse_args(argv)
 
     if args.cpu_slots:
@@ -65,6 +70,11 @@ def main(argv=None) -> int:
     n = args.candidates or 2 * len(every)
     jobs = [Job(key=f"bench-{i}", code=BASELINE, profile=args.profile, seeds=(i,), device=device,
                 timeout_s=args.timeout) for i in range(n)]
+    if not args.no_warmup:     # caches as on a machine that has scored before (isolation.cache_root)
+        warm = measure(one[:1], [Job(key="bench-warmup", code=BASELINE, profile="smoke", seeds=(0,), device=device,
+                                     timeout_s=args.timeout)])
+        print(f"warm-up: one untimed smoke evaluation filled the bytecode and kernel caches in {warm['wall_s']:.1f} s",
+              flush=True)
     runs = [measure(one, jobs), measure(every, jobs)]
     base = runs[0]["per_hour"]
     print(f"profile {args.profile}, {n} evaluations of the baseline (seeds 0..{n - 1}), "

@@ -57,6 +57,8 @@ class Policy:
         roots = {Path(p).resolve() for p in (sys.prefix, sys.base_prefix, sys.exec_prefix)}
         roots |= {Path(p).resolve() for p in sysconfig.get_paths().values()}
         roots |= {Path(p).resolve() for p in sys.path if p and Path(p).resolve() != SANDBOX_DIR.parent}
+        if sys.pycache_prefix:      # the bytecode of modules imported late (isolation.bytecode_cache_dir)
+            roots.add(Path(sys.pycache_prefix).resolve())
         roots.discard(Path("/"))
         self.read_roots = tuple(roots | {SANDBOX_DIR, self.workdir, Path("/dev/null"), Path("/dev/urandom"),
                                          *(Path(p).resolve() for p in read_roots)})

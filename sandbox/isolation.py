@@ -49,20 +49,36 @@ CPU_GRACE_S = 5           # hard CPU limit above the soft one, so SIGXCPU (a tim
 OOM_MARKERS = ("MemoryError", "OutOfMemoryError", "out of memory", "can't allocate memory", "std::bad_alloc")
 
 
+def cache_root() -> Path:
+    """What workers keep between evaluations: $ARCHER_CACHE, else archer under the user's cache directory."""
+    if os.environ.get("ARCHER_CACHE"):
+        return Path(os.environ["ARCHER_CACHE"])
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "archer"
+
+
 def kernel_cache_dir() -> Path:
-    """Where workers keep the compiled fused kernels of sandbox/kernels.py between evaluations:
-    $ARCHER_KERNEL_CACHE, else archer/triton under the user's cache directory. A worker writes it only
-    before its guard is armed, so candidate code never can; a cold cache costs 4-6 s of compiling on an H100."""
+    """The compiled fused kernels of sandbox/kernels.py ($ARCHER_KERNEL_CACHE, else triton/ in cache_root()).
+    A worker writes it only before its guard is armed, so candidate code never can; a cold cache costs 4-6 s
+    of compiling on an H100."""
     if os.environ.get("ARCHER_KERNEL_CACHE"):
         return Path(os.environ["ARCHER_KERNEL_CACHE"])
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "archer" / "triton"
+    return cache_root() / "triton"
+
+
+def bytecode_cache_dir() -> Path:
+    """Python's compiled bytecode for the worker's imports (PYTHONPYCACHEPREFIX): pycache/ in cache_root().
+    Where torch is installed without its bytecode (images built with PYTHONDONTWRITEBYTECODE, pip
+    --no-compile) every worker would otherwise compile torch's sources again: 6.4 s of `import torch` on the
+    H100 machine here (NOTES.md). Written like the kernel cache: by the worker's imports before its guard is
+    armed; after it, writes fail quietly and imports compile in memory."""
+    return cache_root() / "pycache"
 
 
 def scrubbed_env(workdir: Path) -> dict[str, str]:
     """The worker's whole environment: an allow-list, minus anything that looks like a credential."""
     env = {k: os.environ[k] for k in KEEP_ENV if k in os.environ}
     env = {k: v for k, v in env.items() if not SECRET_NAME.search(k) and not SECRET_VALUE.search(v)}
-    env.update(PYTHONPATH=str(PACKAGE_ROOT), PYTHONUNBUFFERED="1", PYTHONDONTWRITEBYTECODE="1",
+    env.update(PYTHONPATH=str(PACKAGE_ROOT), PYTHONUNBUFFERED="1", PYTHONPYCACHEPREFIX=str(bytecode_cache_dir()),
                PYTHONNOUSERSITE="1", HOME=str(workdir / "home"), TMPDIR=str(workdir / "tmp"),
                TRITON_CACHE_DIR=str(kernel_cache_dir()), XDG_CACHE_HOME=str(workdir / "home" / "cache"))
     return env

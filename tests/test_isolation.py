@@ -33,6 +33,10 @@ def test_environment_keeps_the_allow_list_and_drops_anything_like_a_credential(m
     assert "LC_ALL" not in env and "AWS_SECRET_ACCESS_KEY" not in env
     assert env["HOME"].startswith(str(tmp_path)) and env["TMPDIR"].startswith(str(tmp_path))
     assert not env["TRITON_CACHE_DIR"].startswith(str(tmp_path)), "compiled kernels outlive the evaluation"
+    assert not env["PYTHONPYCACHEPREFIX"].startswith(str(tmp_path)) and "PYTHONDONTWRITEBYTECODE" not in env
+    monkeypatch.setenv("ARCHER_CACHE", "/srv/archer")
+    assert scrubbed_env(tmp_path)["PYTHONPYCACHEPREFIX"] == "/srv/archer/pycache"
+    assert scrubbed_env(tmp_path)["TRITON_CACHE_DIR"] == "/srv/archer/triton"
     monkeypatch.setenv("ARCHER_KERNEL_CACHE", "/srv/kernels")
     assert scrubbed_env(tmp_path)["TRITON_CACHE_DIR"] == "/srv/kernels"
 
@@ -80,6 +84,36 @@ def test_hardened_process_refuses_network_processes_and_files_outside_its_direct
     assert set(outcome.values()) == {"refused"}, outcome
     assert not (outside / "written.txt").exists() and not (outside / "written.txt.d").exists()
     assert (work / "inside.txt").exists()
+
+
+BYTECODE = textwrap.dedent("""
+    import sys
+    sys.path.insert(0, sys.argv[1])
+    import early_module
+    from sandbox import guard
+    guard.harden_process()
+    import late_module
+    print(early_module.VALUE + late_module.VALUE)
+""")
+
+
+def test_worker_bytecode_is_cached_before_the_guard_and_late_imports_still_work(tmp_path):
+    """The isolation's PYTHONPYCACHEPREFIX: modules imported before the guard leave their bytecode in the
+    cache; a module first imported after it loads (compiled in memory) and leaves nothing behind."""
+    modules, work, cache = tmp_path / "modules", tmp_path / "work", tmp_path / "pycache"
+    modules.mkdir()
+    work.mkdir()
+    (modules / "early_module.py").write_text("VALUE = 40\n")
+    (modules / "late_module.py").write_text("VALUE = 2\n")
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+    for _ in range(2):      # the second run reads the early module's cached bytecode back under the guard
+        out = subprocess.run([sys.executable, "-c", BYTECODE, str(modules)], cwd=work, capture_output=True,
+                             text=True, timeout=120, env={**env, "PYTHONPATH": str(ROOT),
+                                                          "PYTHONPYCACHEPREFIX": str(cache)})
+        assert out.returncode == 0 and out.stdout.strip() == "42", out.stderr
+        cached = {p.name.split(".")[0] for p in cache.rglob("*.pyc")}
+        assert {"early_module", "guard", "static_checks"} <= cached and "late_module" not in cached, cached
+    assert not list(modules.rglob("*.pyc")), "bytecode goes to the cache, never beside the sources"
 
 
 def test_candidate_builtins_have_no_open_exec_or_free_import(tmp_path):
