@@ -161,8 +161,10 @@ if triton is not None:
                 tl.store(BETA + orow + pos, beta, mask=pos < LP)
 
     @triton.jit(do_not_specialize=["B", "L", "LP", "part"])
-    def _conv_bwd(Hin, Wc, DOUT, DBETA, DH, DWP, B, L, LP, part, HEADS: tl.constexpr, D: tl.constexpr,
-                  BL: tl.constexpr):
+    def _conv_bwd_dy(Hin, Wc, DOUT, DBETA, DY, DH, DWP, B, L, LP, part, HEADS: tl.constexpr, D: tl.constexpr,
+                     BL: tl.constexpr):
+        """The convolution's output gradient dy (before SiLU and the norm) into DY, the weight gradient's
+        per-row partial sums into DWP, and beta's logit gradient into DH."""
         r, head = tl.program_id(0), tl.program_id(1)
         g = r // B
         DM: tl.constexpr = HEADS * D
@@ -173,33 +175,24 @@ if triton is not None:
         w0, w1, w2, w3 = _conv_weights(Wc + (g * 3 * DM + c0 + cols) * 4)
         base = Hin + r * L * CIN + c0
         orow = (r * HEADS + head) * LP
-        dout = DOUT + orow * D
         dw0 = tl.zeros([D], tl.float32)
         dw1 = tl.zeros([D], tl.float32)
         dw2 = tl.zeros([D], tl.float32)
         dw3 = tl.zeros([D], tl.float32)
         for l0 in tl.range(0, L, BL):
             pos = l0 + tl.arange(0, BL)
+            m = pos < L
             xm3 = _tap(base, pos - 3, L, CIN, cols)
             xm2 = _tap(base, pos - 2, L, CIN, cols)
             xm1 = _tap(base, pos - 1, L, CIN, cols)
             x0 = _tap(base, pos, L, CIN, cols)
-            xp1 = _tap(base, pos + 1, L, CIN, cols)
-            xp2 = _tap(base, pos + 2, L, CIN, cols)
-            xp3 = _tap(base, pos + 3, L, CIN, cols)
-            # dy at pos + j (zero at and beyond L: those outputs are padding)
-            dy0 = _silu_norm_grad(w0 * xm3 + w1 * xm2 + w2 * xm1 + w3 * x0, _tap(dout, pos, L, D, cols), norm)
-            dy1 = _silu_norm_grad(w0 * xm2 + w1 * xm1 + w2 * x0 + w3 * xp1, _tap(dout, pos + 1, L, D, cols), norm)
-            dy2 = _silu_norm_grad(w0 * xm1 + w1 * x0 + w2 * xp1 + w3 * xp2, _tap(dout, pos + 2, L, D, cols), norm)
-            dy3 = _silu_norm_grad(w0 * x0 + w1 * xp1 + w2 * xp2 + w3 * xp3, _tap(dout, pos + 3, L, D, cols), norm)
-            dx = w3 * dy0 + w2 * dy1 + w1 * dy2 + w0 * dy3
-            m = pos < L
-            tl.store(DH + (r * L + pos)[:, None] * CIN + c0 + cols[None, :], dx.to(DH.dtype.element_ty),
-                     mask=m[:, None])
-            dw0 += tl.sum(dy0 * xm3, 0)
-            dw1 += tl.sum(dy0 * xm2, 0)
-            dw2 += tl.sum(dy0 * xm1, 0)
-            dw3 += tl.sum(dy0 * x0, 0)
+            dy = _silu_norm_grad(w0 * xm3 + w1 * xm2 + w2 * xm1 + w3 * x0, _tap(DOUT + orow * D, pos, L, D, cols),
+                                 norm)
+            tl.store(DY + (orow + pos)[:, None] * D + cols[None, :], dy, mask=m[:, None])
+            dw0 += tl.sum(dy * xm3, 0)
+            dw1 += tl.sum(dy * xm2, 0)
+            dw2 += tl.sum(dy * xm1, 0)
+            dw3 += tl.sum(dy * x0, 0)
             if part == 0:
                 logit = tl.load(Hin + (r * L + pos) * CIN + 3 * DM + head, mask=m, other=0.0).to(tl.float32)
                 db = tl.load(DBETA + orow + pos, mask=m, other=0.0)
@@ -211,6 +204,24 @@ if triton is not None:
         tl.store(prow + 1, dw1)
         tl.store(prow + 2, dw2)
         tl.store(prow + 3, dw3)
+
+    @triton.jit(do_not_specialize=["B", "L", "LP", "part"])
+    def _conv_bwd_dx(Wc, DY, DH, B, L, LP, part, HEADS: tl.constexpr, D: tl.constexpr, BL: tl.constexpr):
+        """The convolution's input gradient: dx[p] = w3 dy[p] + w2 dy[p+1] + w1 dy[p+2] + w0 dy[p+3]."""
+        r, head = tl.program_id(0), tl.program_id(1)
+        g = r // B
+        DM: tl.constexpr = HEADS * D
+        CIN: tl.constexpr = 3 * DM + HEADS
+        c0 = part * DM + head * D
+        cols = tl.arange(0, D)
+        w0, w1, w2, w3 = _conv_weights(Wc + (g * 3 * DM + c0 + cols) * 4)
+        dyrow = DY + (r * HEADS + head) * LP * D
+        for l0 in tl.range(0, L, BL):
+            pos = l0 + tl.arange(0, BL)
+            dx = (w3 * _tap(dyrow, pos, L, D, cols) + w2 * _tap(dyrow, pos + 1, L, D, cols)
+                  + w1 * _tap(dyrow, pos + 2, L, D, cols) + w0 * _tap(dyrow, pos + 3, L, D, cols))
+            tl.store(DH + (r * L + pos)[:, None] * CIN + c0 + cols[None, :], dx.to(DH.dtype.element_ty),
+                     mask=(pos < L)[:, None])
 
     @triton.jit(do_not_specialize=["B", "L", "LP"])
     def _onorm_fwd(O, W, Y, B, L, LP, eps, HEADS: tl.constexpr, D: tl.constexpr, BL: tl.constexpr):
@@ -335,9 +346,11 @@ class ConvHeads(torch.autograd.Function):
         grads = [_aligned(t.float()) if t is not None else torch.zeros(G * B, heads, LP, D, device=h.device)
                  for t in (dq, dk, dv)]
         dbeta = _aligned(dbeta.float()) if dbeta is not None else torch.zeros(G * B, heads, LP, device=h.device)
-        for part in range(3):
-            _conv_bwd[(G * B, heads)](h, w, grads[part], dbeta, dh, dwp, B, L, LP, part=part,
-                                      HEADS=heads, D=D, BL=SEQ_BLOCK)
+        dy = torch.empty(G * B, heads, LP, D, device=h.device, dtype=torch.float32)   # reused by each part
+        for part in range(3):      # two passes: dy once per position, then its four shifted taps
+            _conv_bwd_dy[(G * B, heads)](h, w, grads[part], dbeta, dy, dh, dwp, B, L, LP, part=part,
+                                         HEADS=heads, D=D, BL=SEQ_BLOCK)
+            _conv_bwd_dx[(G * B, heads)](w, dy, dh, B, L, LP, part=part, HEADS=heads, D=D, BL=SEQ_BLOCK)
         return dh, dwp.view(G, B, 3 * heads * D, 4).sum(1).to(w.dtype), None, None
 
 

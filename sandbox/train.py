@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import torch
@@ -397,13 +397,26 @@ class GroupTrainer:
         return [self.outcomes[i] for i in range(len(self.runs))]
 
 
+def prefetch_first_group(runs: list[Run], budget: Budget, *, batched: bool = True) -> Future | None:
+    """Start generating the first group's data on a host thread now (the worker does it before its checks),
+    for train_runs(first_data=...) to pick up."""
+    groups = plan_groups(runs, batched=batched, batch_size=budget.batch_size)
+    if not groups:
+        return None
+    pool = ThreadPoolExecutor(max_workers=1)
+    future = pool.submit(group_data, groups[0], budget)
+    pool.shutdown(wait=False)
+    return future
+
+
 def train_runs(runs: list[Run], model: str, core, budget: Budget, device: torch.device, *,
                batched: bool = True, cuda_graphs: bool = True, precision: str = "fp32",
-               log=print) -> tuple[list[Outcome], Execution]:
+               log=print, first_data: Future | None = None) -> tuple[list[Outcome], Execution]:
     """Train every run (grouped when batched) and return one Outcome per run, in the order given.
 
     precision "bf16" is MAD's bf16 mixed precision (float32 parameters, bf16 matmuls in the layers), on CUDA
-    only; the default stays float32 so that scores compare with every earlier figure."""
+    only; the default stays float32 so that scores compare with every earlier figure. first_data: the first
+    group's data already on its way (prefetch_first_group with the same runs, budget and batching)."""
     if precision not in ("bf16", "fp32"):
         raise ValueError(f"unknown precision {precision!r}; expected bf16 or fp32")
     execution = Execution(device=str(device), batched=batched, cuda_graphs=cuda_graphs and device.type == "cuda",
@@ -415,7 +428,7 @@ def train_runs(runs: list[Run], model: str, core, budget: Budget, device: torch.
     groups = plan_groups(runs, batched=batched, batch_size=budget.batch_size)
     # the next group's data is generated on a host thread while this group trains
     with ThreadPoolExecutor(max_workers=1) as pool:
-        pending = pool.submit(group_data, groups[0], budget) if groups else None
+        pending = first_data or (pool.submit(group_data, groups[0], budget) if groups else None)
         for n, group in enumerate(groups, 1):
             t0 = time.monotonic()
             data = pending.result()

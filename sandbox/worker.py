@@ -27,7 +27,7 @@ from sandbox.model import HEADS, NORM_EPS, SWIGLU_INNER, WIDTH
 from sandbox.profiles import PROFILES, get_profile
 from sandbox.result import MODELS, TASKS, failure
 from sandbox.static_checks import check_static
-from sandbox.train import NonFiniteLoss, Outcome, train_runs
+from sandbox.train import NonFiniteLoss, Outcome, prefetch_first_group, train_runs
 
 LOG_TAIL_CHARS = 4000
 
@@ -143,6 +143,18 @@ def evaluate(args: argparse.Namespace, device: torch.device, log: LogTail) -> di
     code = path.read_text() if args.model == "delta_net" else ""
     base = {"model": args.model, "profile": profile.name, "seeds": seeds,
             "candidate_sha256": hashlib.sha256(code.encode()).hexdigest() if code else ""}
+    runs = profile.runs(seeds)
+    if args.tasks:
+        wanted = set(args.tasks.split(","))
+        runs = [r for r in runs if r.setting.task in wanted]
+    if args.only:
+        wanted = set(args.only.split(","))
+        runs = [r for r in runs if f"{r.setting.task}/{r.setting.name}" in wanted]
+    budget = profile.budget()
+    if args.max_steps is not None:
+        budget = dataclasses.replace(budget, max_steps=args.max_steps or None)
+    # the first group's data is generated on a host thread while the kernels load and the checks run
+    first_data = None if args.checks_only else prefetch_first_group(runs, budget, batched=args.mode == "batched")
     t_kernels = time.monotonic()
     kernels.set_enabled(not args.no_kernels)
     dtypes = (torch.float32, torch.bfloat16) if args.precision == "bf16" else (torch.float32,)
@@ -190,22 +202,12 @@ def evaluate(args: argparse.Namespace, device: torch.device, log: LogTail) -> di
                 "token_accuracy": {}, "mean": 0.0, "std": 0.0, "settings": [], "checks": checks,
                 "timings": {"total_s": round(time.monotonic() - t0, 3), "checks_s": round(checks_s, 3)},
                 "execution": {"device": device.type, "checks_only": True}, "environment": {}, "log_tail": ""}
-    runs = profile.runs(seeds)
-    if args.tasks:
-        wanted = set(args.tasks.split(","))
-        runs = [r for r in runs if r.setting.task in wanted]
-    if args.only:
-        wanted = set(args.only.split(","))
-        runs = [r for r in runs if f"{r.setting.task}/{r.setting.name}" in wanted]
     log(f"training {len(runs)} run(s) of profile {profile.name} ({args.model}, {args.mode}, "
         f"{'eager' if args.no_graphs else 'cuda graphs where possible'}, "
         f"{args.precision if device.type == 'cuda' else 'fp32'}) on {device}")
-    budget = profile.budget()
-    if args.max_steps is not None:
-        budget = dataclasses.replace(budget, max_steps=args.max_steps or None)
     outcomes, execution = train_runs(runs, args.model, core, budget, device,
                                      batched=args.mode == "batched", cuda_graphs=not args.no_graphs,
-                                     precision=args.precision, log=log)
+                                     precision=args.precision, log=log, first_data=first_data)
     summary = summarize(outcomes, seeds)
     for name in execution.timings:
         execution.timings[name] = round(execution.timings[name], 3)
