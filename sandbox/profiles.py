@@ -97,9 +97,9 @@ PROFILES: dict[str, Profile] = {p.name: p for p in (
                 "Memorize in measurement). It spans the whole sweep because at the baseline settings alone "
                 "DeltaNet scores about 1.0 on Memorize and the recall tasks (calibration.md), so a "
                 "baseline-only profile cannot tell candidates apart. Runs are capped at 1,000 steps (MAD: "
-                "up to 20,000): the baseline's step costs 35 ms per member at seq_len 1024 on an H100 (4 ms at "
-                "128) and batching does not make it cheaper, so the whole profile takes about 6 minutes "
-                "at this cap; `mad` keeps the full budget. Validated at most every 25 steps.",
+                "up to 20,000): the baseline's step costs 18 ms per member at seq_len 1024 on an H100 (2.3 ms "
+                "at 128), half of it the candidate's own arithmetic, so the whole profile takes about 3.5 "
+                "minutes at this cap; `mad` keeps the full budget. Validated at most every 25 steps.",
         settings=tuple(tasks.mad_settings()), max_steps=1000, min_eval_steps=25),
     Profile(
         name="mad",
