@@ -8,7 +8,8 @@ from sandbox import metrics, tasks
 from sandbox.model import MADModel
 from sandbox.naive import delta_rule_chunkwise
 from sandbox.profiles import PROFILES, get_profile
-from sandbox.train import Budget, Execution, GroupTrainer, MemberAdamW, Run, plan_groups
+from sandbox.train import (Budget, Execution, GroupTrainer, MemberAdamW, Run, plan_groups,
+                           prefetch_first_group, train_runs)
 
 TINY = Budget(batch_size=16, max_epochs=3, patience=2, valid_size=32, test_size=32, eval_batch=32)
 
@@ -180,6 +181,21 @@ def test_batched_group_trains_like_separate_runs():
         assert alone.accuracy == pytest.approx(joint.accuracy, abs=1e-6)
         assert alone.whole_set_accuracy == pytest.approx(joint.whole_set_accuracy, abs=1e-6)
         assert alone.steps == joint.steps == 3
+
+
+def test_prefetched_first_group_trains_exactly_like_data_generated_in_place():
+    """The worker starts the first group's data before its checks; train_runs must use it, not regenerate."""
+    budget = dataclasses.replace(TINY, max_epochs=1)
+    runs = [Run(tiny("compress"), 0, 1e-3, 0.0), Run(tiny(), 1, 1e-3, 0.0), Run(tiny(), 2, 1e-3, 0.0)]
+    first = prefetch_first_group(runs, budget)
+    assert len(first.result()["train"][0]) == len(plan_groups(runs, batched=True, batch_size=16)[0])
+    kwargs = dict(batched=True, cuda_graphs=False, log=lambda s: None)
+    prefetched, _ = train_runs(runs, "delta_net", delta_rule_chunkwise, budget, torch.device("cpu"),
+                               first_data=first, **kwargs)
+    in_place, _ = train_runs(runs, "delta_net", delta_rule_chunkwise, budget, torch.device("cpu"), **kwargs)
+    assert [(o.run.seed, o.accuracy, o.valid_accuracy) for o in prefetched] == \
+        [(o.run.seed, o.accuracy, o.valid_accuracy) for o in in_place]
+    assert prefetch_first_group([], budget) is None
 
 
 def test_checkpoint_choice_never_reads_the_test_split():
