@@ -22,8 +22,7 @@ except ImportError:           # CPU installs: the model keeps its torch ops
     triton = None
 
 MAX_ELEMENTS = 2 ** 31 - 1    # int32 offsets inside the kernels
-_state = {"enabled": os.environ.get("ARCHER_KERNELS", "1") != "0", "frozen": False, "warm": set(),
-          "compile_only": False, "compiled_in_parallel": False, "compiled_late": 0}
+_state = {"enabled": os.environ.get("ARCHER_KERNELS", "1") != "0", "frozen": False, "warm": set()}
 
 
 def set_enabled(flag: bool) -> None:
@@ -50,23 +49,9 @@ def usable(kind: str, *tensors: torch.Tensor) -> bool:
     return True
 
 
-def compiled_in_parallel() -> bool:
-    """Whether the last `warm` compiled its kernels side by side (a triton with AsyncCompileMode) and its real
-    pass then found every one of them (nothing compiled late, one by one)."""
-    return _state["compiled_in_parallel"] and not _state["compiled_late"]
-
-
 def freeze() -> None:
     """From now on launch only the variants `warm` compiled (no compiler may start after the guard)."""
     _state["frozen"] = True
-
-
-def _launch(fn, grid, *args, **kwargs) -> None:
-    """fn[grid](*args, **kwargs); while `warm` compiles in parallel, only the compile is submitted."""
-    if _state["compile_only"]:
-        fn.warmup(*args, grid=grid, **kwargs)
-    else:
-        fn[grid](*args, **kwargs)
 
 
 def _aligned(t: torch.Tensor) -> torch.Tensor:
@@ -292,7 +277,7 @@ class RMSNorm(torch.autograd.Function):
         y = torch.empty_like(x2)
         rstd = torch.empty(G, R, device=x.device, dtype=torch.float32)
         w = _aligned(w)          # a member-strided view of the parameter bank: made contiguous once
-        _launch(_rms_fwd, (G, triton.cdiv(R, RMS_ROWS)), x2, w, y, rstd, R, eps, C=C, BR=RMS_ROWS)
+        _rms_fwd[(G, triton.cdiv(R, RMS_ROWS))](x2, w, y, rstd, R, eps, C=C, BR=RMS_ROWS)
         ctx.save_for_backward(x2, w, rstd)
         return y.view(x.shape)
 
@@ -303,7 +288,7 @@ class RMSNorm(torch.autograd.Function):
         blocks = triton.cdiv(R, RMS_ROWS)
         dx = torch.empty_like(x2)
         dwp = torch.empty(G, blocks, C, device=x2.device, dtype=torch.float32)
-        _launch(_rms_bwd, (G, blocks), x2, w, _aligned(dy.to(x2.dtype)).view(G, R, C), rstd, dx, dwp, R,
+        _rms_bwd[(G, blocks)](x2, w, _aligned(dy.to(x2.dtype)).view(G, R, C), rstd, dx, dwp, R,
                               C=C, BR=RMS_ROWS)
         return dx.view(dy.shape), dwp.sum(1).to(w.dtype), None
 
@@ -317,7 +302,7 @@ class SwiGLU(torch.autograd.Function):
         inner = h.shape[-1] // 2
         n = h.numel() // (2 * inner)
         y = torch.empty(*h.shape[:-1], inner, device=h.device, dtype=h.dtype)
-        _launch(_swiglu_fwd, (triton.cdiv(n * inner, SWIGLU_BLOCK),), h, y, n, I=inner, BLOCK=SWIGLU_BLOCK)
+        _swiglu_fwd[(triton.cdiv(n * inner, SWIGLU_BLOCK),)](h, y, n, I=inner, BLOCK=SWIGLU_BLOCK)
         ctx.save_for_backward(h)
         return y
 
@@ -327,7 +312,7 @@ class SwiGLU(torch.autograd.Function):
         inner = h.shape[-1] // 2
         n = h.numel() // (2 * inner)
         dh = torch.empty_like(h)
-        _launch(_swiglu_bwd, (triton.cdiv(n * inner, SWIGLU_BLOCK),), h, _aligned(dy.to(h.dtype)), dh, n, I=inner,
+        _swiglu_bwd[(triton.cdiv(n * inner, SWIGLU_BLOCK),)](h, _aligned(dy.to(h.dtype)), dh, n, I=inner,
                                                               BLOCK=SWIGLU_BLOCK)
         return dh
 
@@ -345,7 +330,7 @@ class ConvHeads(torch.autograd.Function):
         qkv = [torch.empty(G * B, heads, LP, D, device=h.device, dtype=torch.float32) for _ in range(3)]
         beta = torch.empty(G * B, heads, LP, device=h.device, dtype=torch.float32)
         for part in range(3):
-            _launch(_conv_fwd, (G * B, heads), h, w, qkv[part], beta, B, L, LP, part=part, HEADS=heads, D=D, BL=SEQ_BLOCK)
+            _conv_fwd[(G * B, heads)](h, w, qkv[part], beta, B, L, LP, part=part, HEADS=heads, D=D, BL=SEQ_BLOCK)
         ctx.save_for_backward(h, w)
         ctx.heads, ctx.LP = heads, LP
         return (*qkv, beta)
@@ -363,9 +348,9 @@ class ConvHeads(torch.autograd.Function):
         dbeta = _aligned(dbeta.float()) if dbeta is not None else torch.zeros(G * B, heads, LP, device=h.device)
         dy = torch.empty(G * B, heads, LP, D, device=h.device, dtype=torch.float32)   # reused by each part
         for part in range(3):      # two passes: dy once per position, then its four shifted taps
-            _launch(_conv_bwd_dy, (G * B, heads), h, w, grads[part], dbeta, dy, dh, dwp, B, L, LP, part=part,
+            _conv_bwd_dy[(G * B, heads)](h, w, grads[part], dbeta, dy, dh, dwp, B, L, LP, part=part,
                                          HEADS=heads, D=D, BL=SEQ_BLOCK)
-            _launch(_conv_bwd_dx, (G * B, heads), w, dy, dh, B, L, LP, part=part, HEADS=heads, D=D, BL=SEQ_BLOCK)
+            _conv_bwd_dx[(G * B, heads)](w, dy, dh, B, L, LP, part=part, HEADS=heads, D=D, BL=SEQ_BLOCK)
         return dh, dwp.view(G, B, 3 * heads * D, 4).sum(1).to(w.dtype), None, None
 
 
@@ -378,7 +363,7 @@ class HeadNorm(torch.autograd.Function):
         GB, heads, LP, D = o.shape
         o, w = _aligned(o), _aligned(w)
         y = torch.empty(G, GB // G, L, heads * D, device=o.device, dtype=o.dtype)
-        _launch(_onorm_fwd, (GB, heads), o, w, y, GB // G, L, LP, eps, HEADS=heads, D=D, BL=SEQ_BLOCK)
+        _onorm_fwd[(GB, heads)](o, w, y, GB // G, L, LP, eps, HEADS=heads, D=D, BL=SEQ_BLOCK)
         ctx.save_for_backward(o, w)
         ctx.shape, ctx.eps = (G, L), eps
         return y
@@ -390,7 +375,7 @@ class HeadNorm(torch.autograd.Function):
         GB, heads, LP, D = o.shape
         do = torch.empty_like(o)
         dwp = torch.empty(GB * heads, D, device=o.device, dtype=torch.float32)
-        _launch(_onorm_bwd, (GB, heads), o, w, _aligned(dy.float()), do, dwp, GB // G, L, LP, eps, HEADS=heads, D=D,
+        _onorm_bwd[(GB, heads)](o, w, _aligned(dy.float()), do, dwp, GB // G, L, LP, eps, HEADS=heads, D=D,
                                 BL=SEQ_BLOCK)
         return do, dwp.view(G, -1, D).sum(1).to(w.dtype), None, None, None
 
@@ -411,8 +396,12 @@ def head_norm(o: torch.Tensor, w: torch.Tensor, G: int, L: int, eps: float) -> t
     return HeadNorm.apply(o, w, G, L, eps)
 
 
-def _warm_pass(device, dtypes, width, heads, inner, eps) -> None:
-    """One small forward and backward through every Function, for each activation dtype."""
+def warm(device: torch.device, dtypes: tuple[torch.dtype, ...] = (torch.float32,), *, width: int = 128,
+         heads: int = 4, inner: int = 352, eps: float = 1e-5) -> list[str]:
+    """Compile and load every kernel for these activation dtypes, by one small forward and backward each;
+    returns the variants now ready. Shapes do not matter: integer arguments are never specialised."""
+    if triton is None or not _state["enabled"] or not (device.type == "cuda" or interpreting()):
+        return []
     D = width // heads
     for dt in dtypes:
         def leaf(*shape, dtype=dt):
@@ -423,53 +412,9 @@ def _warm_pass(device, dtypes, width, heads, inner, eps) -> None:
         q, k, v, b = conv_heads(leaf(1, 2, 5, 3 * width + heads), leaf(1, 3 * width, 4, dtype=torch.float32),
                                 heads, 32)
         (q.sum() + k.sum() + v.sum() + b.sum()).backward()
-    o = torch.randn(2, heads, 32, D, device=device, requires_grad=True)
-    head_norm(o, torch.randn(1, D, device=device, requires_grad=True), 1, 5, eps).sum().backward()
-
-
-def _compile_in_parallel(run_pass) -> bool:
-    """run_pass with every launch turned into a compile on a thread pool (triton's AsyncCompileMode), so that
-    a cold cache costs about the slowest kernel's compile, not the sum; False where this triton lacks it or
-    anything fails (the sequential pass after it then compiles what is missing and reports real errors)."""
-    try:
-        from concurrent.futures import ThreadPoolExecutor
-
-        from triton.runtime._async_compile import AsyncCompileMode
-    except ImportError:
-        return False
-    _state["compile_only"] = True
-    try:
-        with ThreadPoolExecutor(max_workers=min(16, os.cpu_count() or 1)) as pool, AsyncCompileMode(pool):
-            run_pass()
-        return True
-    except Exception:
-        return False
-    finally:
-        _state["compile_only"] = False
-
-
-def _compiled_variants() -> int:
-    """How many compiled variants the kernels hold in memory (triton's per-device caches)."""
-    jitted = (_rms_fwd, _rms_bwd, _swiglu_fwd, _swiglu_bwd, _conv_fwd, _conv_bwd_dy, _conv_bwd_dx, _onorm_fwd,
-              _onorm_bwd)
-    return sum(len(cache[0]) for fn in jitted for cache in getattr(fn, "device_caches", {}).values())
-
-
-def warm(device: torch.device, dtypes: tuple[torch.dtype, ...] = (torch.float32,), *, width: int = 128,
-         heads: int = 4, inner: int = 352, eps: float = 1e-5) -> list[str]:
-    """Compile and load every kernel for these activation dtypes, by one small forward and backward each;
-    returns the variants now ready. Shapes do not matter: integer arguments are never specialised. On a GPU
-    the kernels are first compiled side by side (_compile_in_parallel), then the pass runs for real."""
-    if triton is None or not _state["enabled"] or not (device.type == "cuda" or interpreting()):
-        return []
-    def run_pass():
-        _warm_pass(device, dtypes, width, heads, inner, eps)
-    _state["compiled_in_parallel"] = device.type == "cuda" and not interpreting() and _compile_in_parallel(run_pass)
-    before = _compiled_variants()
-    run_pass()
-    _state["compiled_late"] = _compiled_variants() - before
-    for dt in dtypes:
         _state["warm"].update({("rms_norm", dt), ("swiglu", dt), ("conv_heads", dt)})
+    o = leaf(2, heads, 32, D, dtype=torch.float32)
+    head_norm(o, leaf(1, D, dtype=torch.float32), 1, 5, eps).sum().backward()
     _state["warm"].add(("head_norm", torch.float32))
     if device.type == "cuda":
         torch.cuda.synchronize(device)

@@ -168,8 +168,7 @@ def evaluate(args: argparse.Namespace, device: torch.device, log: LogTail) -> di
     kernels.freeze()
     kernels_s = time.monotonic() - t_kernels
     if fused:
-        how = "on a thread pool" if kernels.compiled_in_parallel() else "one by one"
-        log(f"fused kernels ready in {kernels_s:.1f} s (compiled or loaded {how}): {', '.join(fused)}")
+        log(f"fused kernels ready in {kernels_s:.1f} s: {', '.join(fused)}")
     guard.harden_process()
     checks, core = [], None
     t_checks = time.monotonic()

@@ -174,29 +174,3 @@ def test_bf16_through_the_kernels_is_as_accurate_as_through_the_torch_ops(L):
         err[fused] = ((grads - truth).norm() / truth.norm()).item()
     assert err[True] < 5e-2, err
     assert err[True] <= 1.25 * err[False] + 1e-3, err
-
-
-PARALLEL_WARM = """
-import json, sys, torch
-from sandbox import kernels
-ready = kernels.warm(torch.device("cuda"), (torch.float32, torch.bfloat16))
-kernels.freeze()
-print(json.dumps({"ready": ready, "parallel": kernels.compiled_in_parallel()}))
-"""
-
-
-@cuda
-@pytest.mark.gpu
-def test_a_cold_cache_is_compiled_in_parallel_then_every_kernel_gives_the_torch_ops_results(tmp_path):
-    """warm() on an empty kernel cache (a fresh process): the compiles go to a thread pool, and what they
-    produced is what the comparison with the torch ops then runs (same process, frozen)."""
-    script = PARALLEL_WARM + "from tests.test_kernels import compare_with_torch_ops\n" \
-        "compare_with_torch_ops(kernels, torch.device('cuda'), L=45, rtol=2e-3, atol=2e-4)\nprint('compared')\n"
-    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=600,
-                         cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-                         env={**os.environ, "TRITON_CACHE_DIR": str(tmp_path / "kernels")})
-    assert out.returncode == 0, out.stderr[-3000:]
-    first, last = out.stdout.strip().splitlines()[-2:]
-    import json
-    report = json.loads(first)
-    assert report["parallel"] is True and "conv_heads:bfloat16" in report["ready"] and last == "compared"
