@@ -42,28 +42,31 @@ def worker_env(kernel_cache: Path, bytecode_cache: Path | None) -> dict[str, str
     return env
 
 
+def run_worker(name: str, candidate: str, flags: list[str], out_dir: Path, env: dict) -> tuple[int, float, Path]:
+    """One `python -m sandbox eval` of candidate on the GPU: exit code, wall seconds, and the result's path
+    (out_dir/name.json; its output goes to out_dir/name.log)."""
+    out = out_dir / f"{name}.json"
+    cmd = [sys.executable, "-m", "sandbox", "eval", "--candidate", candidate, "--device", "cuda", "--out", str(out),
+           *flags]
+    t0 = time.monotonic()
+    with open(out_dir / f"{name}.log", "w") as log:
+        rc = subprocess.call(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env=env)
+    return rc, time.monotonic() - t0, out
+
+
 def warm_bytecode(bytecode_cache: Path, candidate: str, out_dir: Path) -> float:
     """One untimed smoke evaluation on the GPU, with a throwaway kernel cache, fills the bytecode cache with
     what an evaluation imports: the state of a machine that has scored one candidate before."""
-    cmd = [sys.executable, "-m", "sandbox", "eval", "--candidate", candidate, "--profile", "smoke", "--device",
-           "cuda", "--out", str(out_dir / "bytecode_warmup.json")]
-    t0 = time.monotonic()
-    with open(out_dir / "bytecode_warmup.log", "w") as log:
-        subprocess.call(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
-                        env=worker_env(Path(tempfile.mkdtemp(prefix="archer_kernels_warmup_")), bytecode_cache))
-    return time.monotonic() - t0
+    kernel_cache = Path(tempfile.mkdtemp(prefix="archer_kernels_warmup_"))
+    return run_worker("bytecode_warmup", candidate, ["--profile", "smoke"], out_dir,
+                      worker_env(kernel_cache, bytecode_cache))[1]
 
 
 def run_mode(mode: str, profile: str, seeds: str, candidate: str, out_dir: Path, kernel_cache: Path,
              n: int, bytecode_cache: Path | None = None) -> dict:
-    out = out_dir / f"eval_{profile}_{n}_{mode}.json"
-    cmd = [sys.executable, "-m", "sandbox", "eval", "--candidate", candidate, "--profile", profile,
-           "--seeds", seeds, "--device", "cuda", "--out", str(out), *MODES[mode]]
-    t0 = time.monotonic()
-    with open(out_dir / f"eval_{profile}_{n}_{mode}.log", "w") as log:
-        rc = subprocess.call(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
-                             env=worker_env(kernel_cache, bytecode_cache))
-    wall = time.monotonic() - t0
+    rc, wall, out = run_worker(f"eval_{profile}_{n}_{mode}", candidate,
+                               ["--profile", profile, "--seeds", seeds, *MODES[mode]], out_dir,
+                               worker_env(kernel_cache, bytecode_cache))
     result = json.loads(out.read_text()) if out.exists() and out.stat().st_size else {"status": f"exit {rc}"}
     return {"mode": mode, "wall_s": wall, "status": result.get("status"), "mean": result.get("mean"),
             "scores": {t: s["mean"] for t, s in result.get("scores", {}).items()},

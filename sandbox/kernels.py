@@ -60,14 +60,19 @@ def _aligned(t: torch.Tensor) -> torch.Tensor:
 
 
 if triton is not None:
-    @triton.jit(do_not_specialize=["R"])
-    def _rms_fwd(X, W, Y, RSTD, R, eps, C: tl.constexpr, BR: tl.constexpr):
+    @triton.jit
+    def _rms_block(X, R, C: tl.constexpr, BR: tl.constexpr):
+        """This program's member g, its BR rows (mask m), their offsets in [G, R, C] and x there, as float32."""
         g, blk = tl.program_id(0), tl.program_id(1)
         rows = blk * BR + tl.arange(0, BR)
         cols = tl.arange(0, C)
         m = rows < R
         off = (g * R + rows)[:, None] * C + cols[None, :]
-        x = tl.load(X + off, mask=m[:, None], other=0.0).to(tl.float32)
+        return g, rows, cols, m, off, tl.load(X + off, mask=m[:, None], other=0.0).to(tl.float32)
+
+    @triton.jit(do_not_specialize=["R"])
+    def _rms_fwd(X, W, Y, RSTD, R, eps, C: tl.constexpr, BR: tl.constexpr):
+        g, rows, cols, m, off, x = _rms_block(X, R, C, BR)
         rstd = 1.0 / tl.sqrt(tl.sum(x * x, 1) / C + eps)
         w = tl.load(W + g * C + cols).to(tl.float32)
         tl.store(Y + off, (x * rstd[:, None] * w[None, :]).to(Y.dtype.element_ty), mask=m[:, None])
@@ -75,12 +80,7 @@ if triton is not None:
 
     @triton.jit(do_not_specialize=["R"])
     def _rms_bwd(X, W, DY, RSTD, DX, DWP, R, C: tl.constexpr, BR: tl.constexpr):
-        g, blk = tl.program_id(0), tl.program_id(1)
-        rows = blk * BR + tl.arange(0, BR)
-        cols = tl.arange(0, C)
-        m = rows < R
-        off = (g * R + rows)[:, None] * C + cols[None, :]
-        x = tl.load(X + off, mask=m[:, None], other=0.0).to(tl.float32)
+        g, rows, cols, m, off, x = _rms_block(X, R, C, BR)
         dy = tl.load(DY + off, mask=m[:, None], other=0.0).to(tl.float32)
         rstd = tl.load(RSTD + g * R + rows, mask=m, other=0.0)
         w = tl.load(W + g * C + cols).to(tl.float32)
@@ -88,7 +88,7 @@ if triton is not None:
         dyw = dy * w[None, :]
         dx = (dyw - xhat * (tl.sum(dyw * xhat, 1) / C)[:, None]) * rstd[:, None]
         tl.store(DX + off, dx.to(DX.dtype.element_ty), mask=m[:, None])
-        tl.store(DWP + (g * tl.num_programs(1) + blk) * C + cols, tl.sum(dy * xhat, 0))
+        tl.store(DWP + (g * tl.num_programs(1) + tl.program_id(1)) * C + cols, tl.sum(dy * xhat, 0))
 
     @triton.jit(do_not_specialize=["N"])
     def _swiglu_fwd(H, Y, N, I: tl.constexpr, BLOCK: tl.constexpr):
@@ -135,15 +135,21 @@ if triton is not None:
         return (tl.load(wrow + 0)[None, :], tl.load(wrow + 1)[None, :], tl.load(wrow + 2)[None, :],
                 tl.load(wrow + 3)[None, :])
 
+    @triton.jit
+    def _conv_program(Wc, B, part, HEADS: tl.constexpr, D: tl.constexpr):
+        """This program's batch row r (= member * B + row) and head, the first channel c0 of its part (q, k
+        or v) and head, the D channel offsets, and the convolution's 4 taps for those channels."""
+        r, head = tl.program_id(0), tl.program_id(1)
+        c0 = part * HEADS * D + head * D
+        cols = tl.arange(0, D)
+        w0, w1, w2, w3 = _conv_weights(Wc + ((r // B) * 3 * HEADS * D + c0 + cols) * 4)
+        return r, head, c0, cols, w0, w1, w2, w3
+
     @triton.jit(do_not_specialize=["B", "L", "LP", "part"])
     def _conv_fwd(Hin, Wc, OUT, BETA, B, L, LP, part, HEADS: tl.constexpr, D: tl.constexpr, BL: tl.constexpr):
-        r, head = tl.program_id(0), tl.program_id(1)       # r = member * B + batch row
-        g = r // B
+        r, head, c0, cols, w0, w1, w2, w3 = _conv_program(Wc, B, part, HEADS, D)
         DM: tl.constexpr = HEADS * D
         CIN: tl.constexpr = 3 * DM + HEADS
-        c0 = part * DM + head * D
-        cols = tl.arange(0, D)
-        w0, w1, w2, w3 = _conv_weights(Wc + (g * 3 * DM + c0 + cols) * 4)
         base = Hin + r * L * CIN + c0
         orow = (r * HEADS + head) * LP
         for l0 in tl.range(0, LP, BL):
@@ -165,14 +171,10 @@ if triton is not None:
                      BL: tl.constexpr):
         """The convolution's output gradient dy (before SiLU and the norm) into DY, the weight gradient's
         per-row partial sums into DWP, and beta's logit gradient into DH."""
-        r, head = tl.program_id(0), tl.program_id(1)
-        g = r // B
+        r, head, c0, cols, w0, w1, w2, w3 = _conv_program(Wc, B, part, HEADS, D)
         DM: tl.constexpr = HEADS * D
         CIN: tl.constexpr = 3 * DM + HEADS
         norm = part < 2
-        c0 = part * DM + head * D
-        cols = tl.arange(0, D)
-        w0, w1, w2, w3 = _conv_weights(Wc + (g * 3 * DM + c0 + cols) * 4)
         base = Hin + r * L * CIN + c0
         orow = (r * HEADS + head) * LP
         dw0 = tl.zeros([D], tl.float32)
@@ -208,13 +210,8 @@ if triton is not None:
     @triton.jit(do_not_specialize=["B", "L", "LP", "part"])
     def _conv_bwd_dx(Wc, DY, DH, B, L, LP, part, HEADS: tl.constexpr, D: tl.constexpr, BL: tl.constexpr):
         """The convolution's input gradient: dx[p] = w3 dy[p] + w2 dy[p+1] + w1 dy[p+2] + w0 dy[p+3]."""
-        r, head = tl.program_id(0), tl.program_id(1)
-        g = r // B
-        DM: tl.constexpr = HEADS * D
-        CIN: tl.constexpr = 3 * DM + HEADS
-        c0 = part * DM + head * D
-        cols = tl.arange(0, D)
-        w0, w1, w2, w3 = _conv_weights(Wc + (g * 3 * DM + c0 + cols) * 4)
+        r, head, c0, cols, w0, w1, w2, w3 = _conv_program(Wc, B, part, HEADS, D)
+        CIN: tl.constexpr = 3 * HEADS * D + HEADS
         dyrow = DY + (r * HEADS + head) * LP * D
         for l0 in tl.range(0, L, BL):
             pos = l0 + tl.arange(0, BL)
