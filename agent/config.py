@@ -73,6 +73,7 @@ class ExecutorConfig(Strict):
     gpus: list[int] | None = None          # local: GPU indices to use (None: all visible)
     per_gpu: int = 1                       # evaluations at once on one GPU
     lookahead: int = 1                     # proposals prepared ahead of free GPUs
+    spare_workers: bool | None = None      # local: a worker started ahead per slot (None: on when slots have GPUs)
 
 
 class Config(Strict):

@@ -8,6 +8,7 @@ to its GPU by CUDA_VISIBLE_DEVICES; one slot without a GPU; the pool is agent/sl
 """
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from concurrent.futures import Future
 from typing import Protocol
@@ -16,6 +17,7 @@ from agent.config import Config, ExecutorConfig
 from agent.errors import ConfigError
 from agent.records import EvalResult
 from agent.slots import Job, RunJob, SlotPool, run_job, visible_gpus  # noqa: F401  (re-exported)
+from sandbox.isolation import Spares
 
 
 class Executor(Protocol):
@@ -55,13 +57,21 @@ def local_slots(config: ExecutorConfig, device: str, gpus: list[str] | None = No
 
 
 class LocalExecutor(SlotPool):
-    """Evaluations on this machine's slots: each job takes a free slot, runs its worker there, frees it."""
+    """Evaluations on this machine's slots: each job takes a free slot, runs its worker there, frees it.
 
-    def __init__(self, slots: list[str | None], run: RunJob = run_job):
+    With `spares`, each slot gets a worker started ahead at once (for jobs on `device`) and, after each job
+    it takes, the next one: a job then skips the worker's start (sandbox.isolation.Spares)."""
+
+    def __init__(self, slots: list[str | None], run: RunJob = run_job, *, spares: bool = False,
+                 device: str = "auto"):
         if not slots:
             raise ConfigError("the local executor needs at least one slot")
-        super().__init__(slots)
+        super().__init__(slots, Spares() if spares else None)
         self._run = run
+        if self.spares is not None:
+            for gpu in slots:
+                self.spares.start(device=device, gpu=gpu)
+            self._run = functools.partial(run, spares=self.spares)
 
     def submit(self, job: Job) -> Future:
         return self.run_on_slot(lambda gpu, on_start: self._evaluate(job, gpu, on_start))
@@ -96,7 +106,9 @@ def make_executor(config: Config) -> Executor:
     if ex.kind == "ray":
         from agent.ray_executor import RayExecutor
         return RayExecutor(ex.address, per_gpu=ex.per_gpu, device=config.eval.device)
-    return LocalExecutor(local_slots(ex, config.eval.device))
+    slots = local_slots(ex, config.eval.device)
+    spares = ex.spare_workers if ex.spare_workers is not None else any(gpu is not None for gpu in slots)
+    return LocalExecutor(slots, spares=spares, device=config.eval.device)
 
 
 def wants_pipeline(config: Config) -> bool:

@@ -1,7 +1,8 @@
 """The parts of the executor that need only the stdlib and sandbox/: jobs, GPU slots, the slot pool.
 
 A `SlotPool` runs one callable per free slot (a GPU to pin a worker to, or None for the CPU) and kills
-the workers it started when the work is abandoned. agent/executor.py builds the LocalExecutor on it;
+the workers it started when the work is abandoned; it may own spare workers (sandbox.isolation.Spares)
+that its callables hand jobs to. agent/executor.py builds the LocalExecutor on it;
 bench/bench_gpus.py uses it on a bare GPU node (torch, no pydantic). Tested by tests/test_executor.py.
 """
 from __future__ import annotations
@@ -12,7 +13,7 @@ from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
-from sandbox.isolation import kill_group, run_isolated
+from sandbox.isolation import Spares, kill_group, run_isolated
 
 
 @dataclass(frozen=True)
@@ -41,9 +42,10 @@ class Job:
 RunJob = Callable[[Job, "str | None", Callable[[int], None]], dict]
 
 
-def run_job(job: Job, gpu: str | None, on_start: Callable[[int], None]) -> dict:
-    """The worker's raw result for `job`, pinned to `gpu` (a CUDA_VISIBLE_DEVICES value) when given."""
-    return run_isolated(job.code, gpu=gpu, on_start=on_start, **job.isolated_kwargs())
+def run_job(job: Job, gpu: str | None, on_start: Callable[[int], None], spares: Spares | None = None) -> dict:
+    """The worker's raw result for `job`, pinned to `gpu` (a CUDA_VISIBLE_DEVICES value) when given, on a
+    spare worker started ahead for that GPU when `spares` has one ready."""
+    return run_isolated(job.code, gpu=gpu, on_start=on_start, spares=spares, **job.isolated_kwargs())
 
 
 def visible_gpus() -> list[str]:
@@ -58,9 +60,10 @@ def visible_gpus() -> list[str]:
 class SlotPool:
     """One thread per slot; a submitted callable gets a free slot's GPU and an on_start for its worker's pid."""
 
-    def __init__(self, slots: list[str | None]):
+    def __init__(self, slots: list[str | None], spares: Spares | None = None):
         self.slots = len(slots)
         self.devices = list(slots)
+        self.spares = spares           # spare workers the callables may use; closed with the pool
         self._free = list(slots)
         self._lock = threading.Lock()
         self._workers: set[int] = set()
@@ -98,14 +101,19 @@ class SlotPool:
         self._pool.shutdown(wait=False, cancel_futures=True)
         for pid in workers:
             kill_group(pid)
+        if self.spares is not None:
+            self.spares.close()
 
     def close(self) -> None:
         self._pool.shutdown(wait=True)
+        if self.spares is not None:
+            self.spares.close()
 
     def describe(self) -> str:
         gpus = sorted({d for d in self.devices if d is not None}, key=str)
         where = f"GPU{'s' if len(gpus) != 1 else ''} {', '.join(gpus)}" if gpus else "the CPU"
-        return f"local, {self.slots} slot{'s' if self.slots != 1 else ''} on {where}"
+        spares = ", a spare worker started ahead for each" if self.spares is not None else ""
+        return f"local, {self.slots} slot{'s' if self.slots != 1 else ''} on {where}{spares}"
 
     def __enter__(self):
         return self

@@ -46,6 +46,7 @@ LOG_TAIL_BYTES = 4000
 MAX_RESULT_BYTES = 64 << 20
 POLL_S = 0.1
 CPU_GRACE_S = 5           # hard CPU limit above the soft one, so SIGXCPU (a timeout) comes first
+SPARE_DELAY_S = 5.0       # a job's own start (imports or checks, capture) ends within this on an H100
 OOM_MARKERS = ("MemoryError", "OutOfMemoryError", "out of memory", "can't allocate memory", "std::bad_alloc")
 
 
@@ -185,17 +186,199 @@ def classify_death(rc: int | None, killed_for: str, tail: str, *, timeout_s: flo
     return "crashed", "worker_died", f"worker exited with code {rc} and sent no result{detail}"
 
 
+class Worker:
+    """One isolated worker process: a fresh directory, the scrubbed environment, the limits and a result pipe.
+
+    Started for a job (`python -m sandbox eval ... --result-fd N`) or as a spare (`python -m sandbox spare`),
+    which imports, starts CUDA and loads the kernels ahead, then waits for its job's arguments on stdin.
+    Raises OSError when the process cannot be started."""
+
+    def __init__(self, job: list[str] | None, *, files: dict[str, str] | None = None, device: str = "auto",
+                 gpu: str | None = None, memory_mb: int | None = None, output_mb: int = 64, open_files: int = 1024,
+                 isolate_network: bool = True):
+        self.workdir = Path(tempfile.mkdtemp(prefix="archer-eval-"))
+        self.output_mb = output_mb
+        self.key = spare_key(device=device, gpu=gpu, memory_mb=memory_mb, output_mb=output_mb,
+                             open_files=open_files, isolate_network=isolate_network)
+        self.memory_mb = self.key[2]
+        gpu_used = gpu is not None or gpu_possible(device)
+        netns = network_namespace_prefix() if isolate_network else ()
+        self.isolation = {"network": "namespace" if netns else "audit_hook",
+                          "memory": "rss_watchdog" if gpu_used else "rlimit_as+rss_watchdog",
+                          "memory_mb": self.memory_mb}
+        self.received = bytearray()
+        self.proc: subprocess.Popen | None = None
+        read_fd, self.result_fd = os.pipe()
+        try:
+            for sub in ("home", "tmp"):
+                (self.workdir / sub).mkdir()
+            for name, text in (files or {}).items():
+                (self.workdir / name).write_text(text)
+            command = ["spare", "--device", device] if job is None else [*job, "--result-fd", str(self.result_fd)]
+            limits = {resource.RLIMIT_NOFILE: open_files, resource.RLIMIT_CORE: 0,
+                      resource.RLIMIT_FSIZE: output_mb << 20, resource.RLIMIT_NPROC: user_tasks() + 1024}
+            if not gpu_used:
+                limits[resource.RLIMIT_AS] = self.memory_mb << 20
+            env = scrubbed_env(self.workdir)
+            if gpu is not None:
+                env["CUDA_VISIBLE_DEVICES"] = str(gpu)
+                self.isolation["gpu"] = str(gpu)
+            with open(self.workdir / "log.txt", "wb") as log:
+                self.proc = subprocess.Popen([*netns, sys.executable, "-m", "sandbox", *command], cwd=self.workdir,
+                                             env=env, stdout=log, stderr=subprocess.STDOUT,
+                                             stdin=subprocess.DEVNULL if job is not None else subprocess.PIPE,
+                                             pass_fds=(self.result_fd,), start_new_session=True)
+            apply_limits(self.proc.pid, limits)
+        except BaseException:
+            for fd in (read_fd, self.result_fd):
+                os.close(fd)
+            self.close()
+            raise
+        os.close(self.result_fd)          # the worker holds the only write end now
+        self.reader = threading.Thread(target=read_all, args=(read_fd, self.received), daemon=True)
+        self.reader.start()
+        self.isolation.update(pid=self.proc.pid, workdir=str(self.workdir))
+        self.fingerprint = sandbox_fingerprint()
+
+    def dispatch(self, job: list[str]) -> bool:
+        """Hand a spare its job's `eval` arguments; False when it can no longer take them."""
+        try:
+            self.proc.stdin.write((json.dumps([*job, "--result-fd", str(self.result_fd)]) + "\n").encode())
+            self.proc.stdin.close()
+            return True
+        except OSError:
+            return False
+
+    def finish(self, *, timeout_s: float, cpu_s: float, on_start: Callable[[int], None] | None, t0: float) -> dict:
+        """Watch the worker through its job and return its result, or a failure saying how it died."""
+        apply_limits(self.proc.pid, {resource.RLIMIT_CPU: int(cpu_s)})
+        self.isolation["timeout_s"] = timeout_s
+        if on_start is not None:
+            on_start(self.proc.pid)
+        try:
+            rc, killed_for = watch(self.proc, timeout_s, self.memory_mb << 20)
+        except BaseException:
+            kill_group(self.proc.pid)
+            raise
+        self.reader.join(timeout=5)
+        tail = tail_of(self.workdir / "log.txt")
+        timings = {"total_s": time.monotonic() - t0}
+        result = parse_result(bytes(self.received))
+        if result is None:
+            output_full = (self.workdir / "log.txt").stat().st_size >= self.output_mb << 20
+            status, reason, message = classify_death(rc, killed_for, tail, timeout_s=timeout_s,
+                                                     memory_mb=self.memory_mb, output_full=output_full)
+            return failure(status, reason, message, log_tail=tail, timings=timings,
+                           execution={"isolation": {**self.isolation, "exit_code": rc}})
+        result["log_tail"] = tail
+        result.setdefault("timings", {}).setdefault("total_s", timings["total_s"])
+        result.setdefault("execution", {})["isolation"] = {**self.isolation, "exit_code": rc,
+                                                           "killed_after_result": killed_for or ""}
+        return result
+
+    def close(self) -> None:
+        """Kill what is left of the process group and remove the directory."""
+        if self.proc is not None:
+            if self.proc.poll() is None:
+                kill_group(self.proc.pid)
+                self.proc.wait()
+            if self.proc.stdin is not None and not self.proc.stdin.closed:
+                try:
+                    self.proc.stdin.close()
+                except OSError:
+                    pass
+        shutil.rmtree(self.workdir, ignore_errors=True)
+
+
+def sandbox_fingerprint() -> tuple:
+    """The worker code's modification times: a spare started on older code is not handed a job."""
+    return tuple(sorted((p.name, p.stat().st_mtime_ns) for p in (PACKAGE_ROOT / "sandbox").glob("*.py")))
+
+
+class Spares:
+    """Workers started ahead of their jobs, so that a job skips the worker's start (imports, CUDA, the kernels:
+    about 2.5 s of a `quick` evaluation on an H100, NOTES.md). Each job that takes one, or finds none, starts
+    the next in its place, `delay_s` later: by then the job's own start (single-threaded, CPU-bound) is over,
+    and the spare's imports do not slow it. `close` kills the spares left. Thread-safe: slots share one."""
+
+    def __init__(self, delay_s: float = SPARE_DELAY_S):
+        self.delay_s = delay_s
+        self._ready: list[Worker] = []
+        self._timers: set[threading.Timer] = set()
+        self._lock = threading.Lock()
+        self._closed = False
+
+    def start(self, **kwargs) -> None:
+        """Start one spare now (Worker's keyword arguments); a spare that cannot start is simply not there."""
+        with self._lock:
+            if self._closed:
+                return
+        try:
+            worker = Worker(None, **kwargs)
+        except OSError:
+            return
+        with self._lock:
+            if not self._closed:
+                self._ready.append(worker)
+                return
+        worker.close()
+
+    def start_later(self, **kwargs) -> None:
+        """Start one spare after `delay_s`, unless closed by then."""
+        timer = threading.Timer(self.delay_s, lambda: self._fire(timer, kwargs))
+        timer.daemon = True
+        with self._lock:
+            if self._closed:
+                return
+            self._timers.add(timer)
+        timer.start()
+
+    def _fire(self, timer: threading.Timer, kwargs: dict) -> None:
+        with self._lock:
+            self._timers.discard(timer)
+        self.start(**kwargs)
+
+    def take(self, key: tuple) -> Worker | None:
+        """A live spare started for `key`, or None; spares gone stale on the way are dropped."""
+        with self._lock:
+            now = sandbox_fingerprint()
+            stale = [w for w in self._ready if w.proc.poll() is not None or w.fingerprint != now]
+            self._ready = [w for w in self._ready if w not in stale]
+            found = next((w for w in self._ready if w.key == key), None)
+            if found is not None:
+                self._ready.remove(found)
+        for w in stale:
+            w.close()
+        return found
+
+    def pids(self) -> list[int]:
+        with self._lock:
+            return [w.proc.pid for w in self._ready]
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            ready, self._ready = self._ready, []
+            timers, self._timers = self._timers, set()
+        for t in timers:
+            t.cancel()
+        for w in ready:
+            w.close()
+
+
 def run_isolated(candidate: Path | str, *, profile: str = "smoke", seeds=(0,), model: str = "delta_net",
                  device: str = "auto", timeout_s: float = 3600.0, extra_args: tuple[str, ...] = (),
                  memory_mb: int | None = None, cpu_s: float | None = None, output_mb: int = 64,
                  open_files: int = 1024, isolate_network: bool = True, gpu: str | None = None,
-                 on_start: Callable[[int], None] | None = None) -> dict:
+                 on_start: Callable[[int], None] | None = None, spares: Spares | None = None) -> dict:
     """Evaluate a candidate (a Path to a file, or the code as a str) in a worker; never raises for its failures.
 
     memory_mb defaults to 16 GiB on CPU and 64 GiB of host memory when a GPU may be used; cpu_s
     (a backstop for a worker orphaned by a dead controller) defaults to timeout_s x cores + 60.
     gpu pins the worker to one device (its CUDA_VISIBLE_DEVICES); on_start receives the worker's pid,
     which is also its process group, so an executor can kill it when the controller abandons the work.
+    With `spares`, the job goes to a spare worker started alike when one is ready (its clock starts at the
+    hand-over), and a new spare is started for the next job either way.
     """
     t0 = time.monotonic()
     code = candidate.read_text() if isinstance(candidate, Path) else str(candidate)
@@ -203,73 +386,45 @@ def run_isolated(candidate: Path | str, *, profile: str = "smoke", seeds=(0,), m
         rejected = static_rejection(code, profile=profile, seeds=seeds, model=model)
         if rejected:
             return rejected
-    workdir = Path(tempfile.mkdtemp(prefix="archer-eval-"))
-    pinned = gpu is not None
-    gpu_used = pinned or gpu_possible(device)
-    memory_mb = memory_mb or (65536 if gpu_used else 16384)
-    cpu_s = cpu_s or timeout_s * (os.cpu_count() or 1) + 60
-    netns = network_namespace_prefix() if isolate_network else ()
-    isolation = {"network": "namespace" if netns else "audit_hook", "memory": "rss_watchdog" if gpu_used else
-                 "rlimit_as+rss_watchdog", "memory_mb": memory_mb, "timeout_s": timeout_s}
-    read_fd, write_fd = os.pipe()
-    received = bytearray()
+    job = ["eval", "--candidate", "candidate.py", "--profile", profile, "--seeds", ",".join(str(s) for s in seeds),
+           "--model", model, "--device", device, *extra_args]
+    placement = dict(device=device, gpu=gpu, memory_mb=memory_mb, output_mb=output_mb, open_files=open_files,
+                     isolate_network=isolate_network)
+    worker = None
+    if spares is not None:
+        worker = spares.take(spare_key(**placement))
+        if worker is not None:
+            try:
+                (worker.workdir / "candidate.py").write_text(code)
+                handed = worker.dispatch(job)
+            except OSError:
+                handed = False
+            if not handed:
+                worker.close()
+                worker = None
     try:
-        for sub in ("home", "tmp"):
-            (workdir / sub).mkdir()
-        (workdir / "candidate.py").write_text(code)
-        cmd = [*netns, sys.executable, "-m", "sandbox", "eval", "--candidate", "candidate.py", "--profile", profile,
-               "--seeds", ",".join(str(s) for s in seeds), "--model", model, "--device", device,
-               "--result-fd", str(write_fd), *extra_args]
-        limits = {resource.RLIMIT_CPU: int(cpu_s), resource.RLIMIT_NOFILE: open_files, resource.RLIMIT_CORE: 0,
-                  resource.RLIMIT_FSIZE: output_mb << 20, resource.RLIMIT_NPROC: user_tasks() + 1024}
-        if not gpu_used:
-            limits[resource.RLIMIT_AS] = memory_mb << 20
-        env = scrubbed_env(workdir)
-        if pinned:
-            env["CUDA_VISIBLE_DEVICES"] = str(gpu)
-            isolation["gpu"] = str(gpu)
-        try:
-            with open(workdir / "log.txt", "wb") as log:
-                proc = subprocess.Popen(cmd, cwd=workdir, env=env, stdout=log,
-                                        stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, pass_fds=(write_fd,),
-                                        start_new_session=True)
-        except OSError as e:
-            return failure("crashed", "spawn_failed", f"could not start the worker: {e}",
-                           execution={"isolation": isolation})
-        apply_limits(proc.pid, limits)
-        isolation.update(pid=proc.pid, workdir=str(workdir))
-        os.close(write_fd)
-        write_fd = -1
-        reader = threading.Thread(target=read_all, args=(read_fd, received), daemon=True)
-        reader.start()
-        read_fd = -1
-        if on_start is not None:
-            on_start(proc.pid)
-        try:
-            rc, killed_for = watch(proc, timeout_s, memory_mb << 20)
-        except BaseException:
-            kill_group(proc.pid)
-            raise
-        reader.join(timeout=5)
-        tail = tail_of(workdir / "log.txt")
-        timings = {"total_s": time.monotonic() - t0}
-        result = parse_result(bytes(received))
-        if result is None:
-            output_full = (workdir / "log.txt").stat().st_size >= output_mb << 20
-            status, reason, message = classify_death(rc, killed_for, tail, timeout_s=timeout_s, memory_mb=memory_mb,
-                                                     output_full=output_full)
-            return failure(status, reason, message, log_tail=tail, timings=timings,
-                           execution={"isolation": {**isolation, "exit_code": rc}})
-        result["log_tail"] = tail
-        result.setdefault("timings", {}).setdefault("total_s", timings["total_s"])
-        result.setdefault("execution", {})["isolation"] = {**isolation, "exit_code": rc,
-                                                           "killed_after_result": killed_for or ""}
-        return result
+        if worker is None:
+            worker = Worker(job, files={"candidate.py": code}, **placement)
+            worker.isolation["worker"] = "started for the job"
+        else:
+            worker.isolation["worker"] = "spare"
+    except OSError as e:
+        return failure("crashed", "spawn_failed", f"could not start the worker: {e}",
+                       execution={"isolation": {"memory_mb": memory_mb, "timeout_s": timeout_s}})
+    if spares is not None:
+        spares.start_later(**placement)
+    try:
+        cpu_s = cpu_s or timeout_s * (os.cpu_count() or 1) + 60
+        return worker.finish(timeout_s=timeout_s, cpu_s=cpu_s, on_start=on_start, t0=t0)
     finally:
-        for fd in (read_fd, write_fd):
-            if fd >= 0:
-                os.close(fd)
-        shutil.rmtree(workdir, ignore_errors=True)
+        worker.close()
+
+
+def spare_key(*, device: str, gpu: str | None, memory_mb: int | None, output_mb: int, open_files: int,
+              isolate_network: bool) -> tuple:
+    """What a spare must have been started with to take a job placed so (Worker.key)."""
+    gpu_used = gpu is not None or gpu_possible(device)
+    return (device, gpu, memory_mb or (65536 if gpu_used else 16384), output_mb, open_files, isolate_network)
 
 
 def static_rejection(code: str, *, profile: str, seeds, model: str) -> dict | None:

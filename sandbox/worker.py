@@ -60,6 +60,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     ev.add_argument("--only", default=None, help="comma-separated subset of its settings, as task/setting")
     ev.add_argument("--checks-only", action="store_true",
                     help="run the static and dynamic checks and stop: status ok with no scores when they pass")
+    sp = sub.add_parser("spare", help="a worker started ahead of its job: import, start CUDA and load the fused "
+                                      "kernels, then read the job's `eval` arguments from stdin (one JSON list)")
+    sp.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    sp.add_argument("--precision", default="fp32", choices=("fp32", "bf16"), help="which kernels to load ahead")
     return ap.parse_args(argv)
 
 
@@ -224,8 +228,45 @@ def evaluate(args: argparse.Namespace, device: torch.device, log: LogTail) -> di
     return result
 
 
+def wait_for_job(spare: argparse.Namespace) -> argparse.Namespace | None:
+    """A spare worker's start: everything that does not depend on the job (imports, CUDA, the fused kernels)
+    done ahead, then the job's `eval` arguments read from stdin; None when stdin closes first (the spare was
+    not needed). Failures here are left for the job's own run to meet and report."""
+    t0 = time.monotonic()
+    try:
+        device = resolve_device(spare.device)
+        if device.type == "cuda":
+            torch.cuda.init()
+        if kernels.enabled():
+            dtypes = (torch.float32, torch.bfloat16) if spare.precision == "bf16" else (torch.float32,)
+            kernels.warm(device, dtypes, width=WIDTH, heads=HEADS, inner=SWIGLU_INNER, eps=NORM_EPS)
+    except Exception as e:
+        print(f"spare worker: {type(e).__name__} while starting ahead; the job will meet it again", flush=True)
+    ready_s = time.monotonic() - t0
+    print(f"spare worker ready in {ready_s:.1f} s after its imports; waiting for a job", flush=True)
+    t_wait = time.monotonic()
+    line = sys.stdin.readline()
+    if not line.strip():
+        return None
+    devnull = os.open(os.devnull, os.O_RDONLY)     # nothing more comes from the controller
+    os.dup2(devnull, 0)
+    os.close(devnull)
+    argv = json.loads(line)
+    if not (isinstance(argv, list) and argv[:1] == ["eval"] and all(isinstance(a, str) for a in argv)):
+        raise SystemExit(f"spare worker: expected a JSON list of `eval` arguments on stdin, got {line[:200]!r}")
+    args = parse_args(argv)
+    if args.device != spare.device:
+        raise SystemExit(f"spare worker: started for --device {spare.device}, the job asks for {args.device}")
+    args.spare = {"ready_s": round(ready_s, 3), "waited_s": round(time.monotonic() - t_wait, 3)}
+    return args
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
+    if args.command == "spare":
+        args = wait_for_job(args)
+        if args is None:
+            return 0
     sink = os.fdopen(args.result_fd, "w") if args.result_fd is not None else None
     out = open(args.out, "w") if args.out else None     # opened before hardening, written at the end
     log = LogTail()
@@ -248,6 +289,8 @@ def main(argv=None) -> int:
             last = (str(e).strip().splitlines() or [""])[0][:300]
             result = failure("crashed", "exception", f"{type(e).__name__}: {last}")
     result["environment"] = env
+    if getattr(args, "spare", None):
+        result.setdefault("execution", {})["spare"] = args.spare
     result["log_tail"] = log.tail()
     result.setdefault("timings", {}).setdefault("total_s", round(time.monotonic() - t0, 3))
     for key in ("model", "profile"):
