@@ -5,7 +5,10 @@
 (`python3 -m sandbox eval ...`) scoring sandbox/naive.py, in the worker's default precision (float32) unless
 the mode ends in -bf16 (bf16 mixed precision). The eager modes and `-torch` run the model's layers as plain
 torch ops, the others (`eager-seq-kernels` too) through sandbox/kernels.py's fused kernels. A mode may be
-listed twice: the first run with the kernels compiles them into an empty cache, later ones load them.
+listed twice: the first run with the kernels compiles them into an empty cache, later ones load them. Any
+mode with `-spare` appended runs on a spare worker (`python -m sandbox spare`, as the executor starts them
+ahead on GPUs): its wall time starts when the ready spare is handed the job, and the table shows how long the
+spare took to get ready.
 Every mode imports from one Python bytecode cache (PYTHONPYCACHEPREFIX, as isolated workers do) that an
 untimed smoke evaluation fills first, so no mode pays for compiling torch's sources where the machine keeps
 no bytecode (`--bytecode-cache off`: the machine's own setting, as before). Prints wall time, scores and
@@ -23,6 +26,9 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+from sandbox.result import SPARE_READY  # noqa: E402
+DEVICE = ["cuda"]   # --device: cpu only for a dry run of the script itself
 MODES = {  # name: worker flags; the plain eager reference keeps the layers as torch ops
     "eager-seq": ["--mode", "sequential", "--no-graphs", "--no-kernels"],
     "eager-seq-kernels": ["--mode", "sequential", "--no-graphs"],
@@ -42,16 +48,31 @@ def worker_env(kernel_cache: Path, bytecode_cache: Path | None) -> dict[str, str
     return env
 
 
-def run_worker(name: str, candidate: str, flags: list[str], out_dir: Path, env: dict) -> tuple[int, float, Path]:
-    """One `python -m sandbox eval` of candidate on the GPU: exit code, wall seconds, and the result's path
-    (out_dir/name.json; its output goes to out_dir/name.log)."""
+def run_worker(name: str, candidate: str, flags: list[str], out_dir: Path, env: dict,
+               spare: bool = False) -> tuple[int, float, Path, float]:
+    """One `python -m sandbox eval` of candidate on the GPU: exit code, wall seconds, the result's path
+    (out_dir/name.json; its output goes to out_dir/name.log) and, with `spare`, the seconds the worker took to
+    be ready: it starts as `python -m sandbox spare`, and the clock starts when it is handed the job."""
     out = out_dir / f"{name}.json"
-    cmd = [sys.executable, "-m", "sandbox", "eval", "--candidate", candidate, "--device", "cuda", "--out", str(out),
-           *flags]
-    t0 = time.monotonic()
-    with open(out_dir / f"{name}.log", "w") as log:
-        rc = subprocess.call(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env=env)
-    return rc, time.monotonic() - t0, out
+    job = ["eval", "--candidate", candidate, "--device", DEVICE[0], "--out", str(out), *flags]
+    log_path = out_dir / f"{name}.log"
+    with open(log_path, "w") as log:
+        if not spare:
+            t0 = time.monotonic()
+            rc = subprocess.call([sys.executable, "-m", "sandbox", *job], cwd=ROOT, stdout=log,
+                                 stderr=subprocess.STDOUT, env=env)
+            return rc, time.monotonic() - t0, out, 0.0
+        t_spawn = time.monotonic()
+        proc = subprocess.Popen([sys.executable, "-m", "sandbox", "spare", "--device", DEVICE[0]], cwd=ROOT, env=env,
+                                stdin=subprocess.PIPE, stdout=log, stderr=subprocess.STDOUT)
+        while SPARE_READY not in log_path.read_text() and proc.poll() is None:
+            time.sleep(0.01)
+        ready_s = time.monotonic() - t_spawn
+        t0 = time.monotonic()
+        proc.stdin.write((json.dumps(job) + "\n").encode())
+        proc.stdin.close()
+        rc = proc.wait()
+        return rc, time.monotonic() - t0, out, ready_s
 
 
 def warm_bytecode(bytecode_cache: Path, candidate: str, out_dir: Path) -> float:
@@ -64,11 +85,13 @@ def warm_bytecode(bytecode_cache: Path, candidate: str, out_dir: Path) -> float:
 
 def run_mode(mode: str, profile: str, seeds: str, candidate: str, out_dir: Path, kernel_cache: Path,
              n: int, bytecode_cache: Path | None = None) -> dict:
-    rc, wall, out = run_worker(f"eval_{profile}_{n}_{mode}", candidate,
-                               ["--profile", profile, "--seeds", seeds, *MODES[mode]], out_dir,
-                               worker_env(kernel_cache, bytecode_cache))
+    spare = mode.endswith("-spare")
+    rc, wall, out, ready_s = run_worker(f"eval_{profile}_{n}_{mode}", candidate,
+                                        ["--profile", profile, "--seeds", seeds, *MODES[mode.removesuffix("-spare")]],
+                                        out_dir, worker_env(kernel_cache, bytecode_cache), spare=spare)
     result = json.loads(out.read_text()) if out.exists() and out.stat().st_size else {"status": f"exit {rc}"}
-    return {"mode": mode, "wall_s": wall, "status": result.get("status"), "mean": result.get("mean"),
+    return {"mode": mode, "wall_s": wall, "spare_ready_s": ready_s, "status": result.get("status"),
+            "mean": result.get("mean"),
             "scores": {t: s["mean"] for t, s in result.get("scores", {}).items()},
             "timings": result.get("timings", {}), "cuda_graphs": result.get("execution", {}).get("cuda_graphs"),
             "precision": result.get("execution", {}).get("precision"),
@@ -95,14 +118,22 @@ def measure(modes: list[str], profile: str, seeds: str, candidate: str, out_dir:
 
 def print_table(rows: list[dict], profile: str, seeds: str) -> None:
     base = rows[0]["wall_s"]
-    print(f"one `{profile}` evaluation of sandbox/naive.py, seeds {seeds}, one H100 (worker wall time, all included)")
-    print(f"{'mode':20} {'wall s':>8} {'train s':>8} {'capture s':>9} {'kernels s':>9} "
+    where = "the CPU (a dry run)" if DEVICE[0] == "cpu" else "one GPU"
+    print(f"one `{profile}` evaluation of sandbox/naive.py, seeds {seeds}, on {where} (worker wall time, all included)")
+    print(f"{'mode':26} {'wall s':>8} {'train s':>8} {'capture s':>9} {'kernels s':>9} {'spare ready s':>13} "
           f"{'x vs ' + rows[0]['mode']:>16} {'cand./GPU-h':>11} {'mean':>6} status")
     for r in rows:
         t = r["timings"]
-        print(f"{r['mode']:20} {r['wall_s']:8.1f} {t.get('train_s', 0):8.1f} {t.get('capture_s', 0):9.1f} "
-              f"{t.get('kernels_s', 0):9.1f} {base / r['wall_s']:16.2f} {3600 / r['wall_s']:11.1f} "
-              f"{(r['mean'] or 0):6.3f} {r['status']} graphs={r['cuda_graphs']} kernels={r['kernels']}")
+        print(f"{r['mode']:26} {r['wall_s']:8.1f} {t.get('train_s', 0):8.1f} {t.get('capture_s', 0):9.1f} "
+              f"{t.get('kernels_s', 0):9.1f} {r.get('spare_ready_s', 0):13.1f} {base / r['wall_s']:16.2f} "
+              f"{3600 / r['wall_s']:11.1f} {(r['mean'] or 0):6.3f} {r['status']} graphs={r['cuda_graphs']} "
+              f"kernels={r['kernels']}")
+    for r in rows:      # each optimised mode against the first eager one started the same way
+        spare = r["mode"].endswith("-spare")
+        eager = next((e for e in rows if e["mode"].startswith("eager") and e["mode"].endswith("-spare") == spare), None)
+        if eager is not None and not r["mode"].startswith("eager"):
+            print(f"{r['mode']} vs {eager['mode']}: {eager['wall_s'] / r['wall_s']:.2f}x "
+                  f"({'workers started ahead' if spare else 'fresh worker processes'})")
 
 
 def main(default_modes: str = "eager-seq,graphs-seq,graphs-batched") -> None:
@@ -112,11 +143,13 @@ def main(default_modes: str = "eager-seq,graphs-seq,graphs-batched") -> None:
     ap.add_argument("--modes", default=default_modes)
     ap.add_argument("--candidate", default="sandbox/naive.py")
     ap.add_argument("--out", default=None, help="write the rows as JSON here")
+    ap.add_argument("--device", default="cuda", choices=("cuda", "cpu"), help="cpu: a dry run of this script")
     ap.add_argument("--logs", default=None, help="keep each worker's result and log here (default: a temporary "
                                                  "directory)")
     ap.add_argument("--bytecode-cache", default="warm", choices=("warm", "off"),
                     help="warm: every mode imports from a bytecode cache filled first; off: the machine's setting")
     args = ap.parse_args()
+    DEVICE[0] = args.device
     out_dir = Path(args.logs) if args.logs else Path(tempfile.mkdtemp(prefix="bench_eval_"))
     out_dir.mkdir(parents=True, exist_ok=True)
     rows = measure(args.modes.split(","), args.profile, args.seeds, args.candidate, out_dir,

@@ -8,6 +8,7 @@ only (no pydantic), so it runs with a GPU node's plain python3 from the reposito
     .venv/bin/python bench/bench_gpus.py                      # quick profile, N = 2 x GPUs
     .venv/bin/python bench/bench_gpus.py --profile smoke --cpu-slots 2 --candidates 2   # dry run, no GPU
     python3 bench/bench_gpus.py --one-gpu --per-gpu 3 --candidates 6   # 1 vs 3 evaluations at once on GPU 0
+    python3 bench/bench_gpus.py --one-gpu --per-gpu 2 --spares         # jobs handed to spare workers
 An untimed smoke evaluation first fills the workers' caches (sandbox/isolation.py cache_root(): Python
 bytecode and compiled kernels), so both measurements see a machine that has scored before; set
 $ARCHER_CACHE to start from an empty one.
@@ -24,17 +25,26 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from agent.slots import Job, SlotPool, run_job, visible_gpus  # noqa: E402
+from sandbox.isolation import Spares  # noqa: E402
 
 BASELINE = (Path(__file__).resolve().parent.parent / "sandbox" / "naive.py").read_text()
 
 
-def measure(slots: list[str | None], jobs: list[Job]) -> dict:
-    """Run every job on these slots; wall time, statuses and per-job seconds."""
+def measure(slots: list[str | None], jobs: list[Job], spares: bool = False) -> dict:
+    """Run every job on these slots; wall time, statuses and per-job seconds. With spares, one spare worker per
+    slot is started and ready before the clock starts (a search's steady state: the spare for the next job
+    starts while the current one trains)."""
+    pool = SlotPool(slots, Spares() if spares else None)
+    if spares:
+        for gpu in slots:
+            pool.spares.start(device=jobs[0].device, gpu=gpu)
+        while not all(w.ready() or w.proc.poll() is not None for w in pool.spares.waiting()):
+            time.sleep(0.05)
     t0 = time.monotonic()
-    with SlotPool(slots) as pool:
-        futures = [pool.run_on_slot(lambda gpu, on_start, j=j: run_job(j, gpu, on_start)) for j in jobs]
+    with pool:
+        futures = [pool.run_on_slot(lambda gpu, on_start, j=j: run_job(j, gpu, on_start, pool.spares)) for j in jobs]
         results = [f.result() for f in futures]
-    wall = time.monotonic() - t0
+        wall = time.monotonic() - t0
     ok = [r for r in results if r["status"] == "ok"]
     return {"slots": len(slots), "gpus": sorted({s for s in slots if s is not None}), "candidates": len(jobs),
             "ok": len(ok), "wall_s": wall, "per_hour": len(jobs) / wall * 3600,
@@ -53,6 +63,8 @@ def main(argv=None) -> int:
     ap.add_argument("--timeout", type=float, default=3600.0, help="wall-clock limit of one evaluation, s")
     ap.add_argument("--cpu-slots", type=int, default=0, help="no GPU: compare 1 CPU slot with this many")
     ap.add_argument("--json", type=Path, default=None, help="also write the measurements here")
+    ap.add_argument("--spares", action="store_true",
+                    help="hand each job to a spare worker started ahead (the executor's default on GPUs)")
     ap.add_argument("--no-warmup", action="store_true",
                     help="skip the untimed smoke evaluation that first fills the workers' bytecode and kernel caches")
     args = ap.parse_args(argv)
@@ -75,10 +87,10 @@ def main(argv=None) -> int:
                                      timeout_s=args.timeout)])
         print(f"warm-up: one untimed smoke evaluation filled the bytecode and kernel caches in {warm['wall_s']:.1f} s",
               flush=True)
-    runs = [measure(one, jobs), measure(every, jobs)]
+    runs = [measure(one, jobs, args.spares), measure(every, jobs, args.spares)]
     base = runs[0]["per_hour"]
     print(f"profile {args.profile}, {n} evaluations of the baseline (seeds 0..{n - 1}), "
-          f"device {runs[0]['gpu'] or device}")
+          f"device {runs[0]['gpu'] or device}{', spare workers' if args.spares else ''}")
     print("| slots | GPUs | candidates | ok | wall s | s per job | candidates/hour | ratio |")
     print("|---|---|---|---|---|---|---|---|")
     for r in runs:
@@ -88,7 +100,7 @@ def main(argv=None) -> int:
         for line in r["failures"]:
             print(f"failed ({r['slots']} slots): {line}")
     if args.json is not None:
-        args.json.write_text(json.dumps({"profile": args.profile, "runs": runs}, indent=1))
+        args.json.write_text(json.dumps({"profile": args.profile, "spares": args.spares, "runs": runs}, indent=1))
     return 0 if all(r["ok"] == r["candidates"] for r in runs) else 1
 
 

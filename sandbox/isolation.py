@@ -9,11 +9,13 @@ the only limit on GPU runs since CUDA needs a huge address space), wall-clock ti
 group is killed), and the result (read from a pipe the worker opened before the candidate was
 imported: a file the candidate writes is never read). Code that fails the static checks is
 answered here without starting a worker. Inside the worker, guard.py refuses
-processes, file access outside the working directory and Python-level introspection.
+processes, file access outside the working directory and Python-level introspection. A spare worker
+(`Spares`) is started the same way before its job exists and handed the job over stdin: only the start moves
+earlier; every job still gets a process, directory and pipe of its own.
 Not isolated: GPU memory and time of other processes on the same GPU (CUDA has no per-process
 limit other than what the worker sets), the file system's readable parts for C code, side
 channels, and kernel or driver exploits; this is a guard against accidents and casual hostility,
-not a container. Tested by tests/test_isolation.py and tests/test_corpus.py.
+not a container. Tested by tests/test_isolation.py, tests/test_corpus.py and tests/test_spares.py.
 """
 from __future__ import annotations
 
@@ -33,7 +35,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from sandbox.result import STATUSES, failure
+from sandbox.result import SPARE_READY, STATUSES, failure
 from sandbox.static_checks import check_static
 
 PACKAGE_ROOT = Path(__file__).resolve().parent.parent
@@ -240,6 +242,10 @@ class Worker:
         self.isolation.update(pid=self.proc.pid, workdir=str(self.workdir))
         self.fingerprint = sandbox_fingerprint()
 
+    def ready(self) -> bool:
+        """Whether a spare has done everything ahead of its job and now waits for it."""
+        return SPARE_READY.encode() in (self.workdir / "log.txt").read_bytes()[:4096]
+
     def dispatch(self, job: list[str]) -> bool:
         """Hand a spare its job's `eval` arguments; False when it can no longer take them."""
         try:
@@ -297,7 +303,7 @@ def sandbox_fingerprint() -> tuple:
 
 class Spares:
     """Workers started ahead of their jobs, so that a job skips the worker's start (imports, CUDA, the kernels:
-    about 2.5 s of a `quick` evaluation on an H100, NOTES.md). Each job that takes one, or finds none, starts
+    2.6 s on an H100 by bench/bench_startup.py, NOTES.md). Each job that takes one, or finds none, starts
     the next in its place, `delay_s` later: by then the job's own start (single-threaded, CPU-bound) is over,
     and the spare's imports do not slow it. `close` kills the spares left. Thread-safe: slots share one."""
 
@@ -351,9 +357,10 @@ class Spares:
             w.close()
         return found
 
-    def pids(self) -> list[int]:
+    def waiting(self) -> list[Worker]:
+        """The spares started and not yet taken."""
         with self._lock:
-            return [w.proc.pid for w in self._ready]
+            return list(self._ready)
 
     def close(self) -> None:
         with self._lock:

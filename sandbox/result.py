@@ -17,6 +17,7 @@ TASK_TITLES = {
     "selective_copy": "Selective Copy",
 }
 MODELS = ("delta_net", "gated_delta_net", "transformer")
+SPARE_READY = "spare worker ready"   # what a spare worker logs once it waits for its job (sandbox/isolation.py)
 
 # ok: trained and scored. invalid: failed a static or dynamic check (reason names it).
 # timeout: killed at the wall-clock limit. oom: ran out of (GPU or host) memory.

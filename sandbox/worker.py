@@ -2,7 +2,9 @@
 
 `python -m sandbox eval --candidate FILE --profile NAME --seeds 0,1,2 --model M --device D --out F`
 (or `--result-fd N`, the pipe sandbox/isolation.py reads). Every failure becomes a result with a
-status; the result is written only after the candidate has run. Tested by tests/test_worker.py.
+status; the result is written only after the candidate has run. `python -m sandbox spare --device D` is a
+worker started ahead of its job: it imports, starts CUDA and loads the fused kernels, then reads the job's
+`eval` arguments from stdin. Tested by tests/test_worker.py and tests/test_spares.py.
 """
 from __future__ import annotations
 
@@ -25,7 +27,7 @@ from sandbox import guard, kernels
 from sandbox.dynamic_checks import is_out_of_memory, run_dynamic_checks
 from sandbox.model import HEADS, NORM_EPS, SWIGLU_INNER, WIDTH
 from sandbox.profiles import PROFILES, get_profile
-from sandbox.result import MODELS, TASKS, failure
+from sandbox.result import MODELS, SPARE_READY, TASKS, failure
 from sandbox.static_checks import check_static
 from sandbox.train import NonFiniteLoss, Outcome, prefetch_first_group, train_runs
 
@@ -243,7 +245,7 @@ def wait_for_job(spare: argparse.Namespace) -> argparse.Namespace | None:
     except Exception as e:
         print(f"spare worker: {type(e).__name__} while starting ahead; the job will meet it again", flush=True)
     ready_s = time.monotonic() - t0
-    print(f"spare worker ready in {ready_s:.1f} s after its imports; waiting for a job", flush=True)
+    print(f"{SPARE_READY} in {ready_s:.1f} s after its imports; waiting for a job", flush=True)
     t_wait = time.monotonic()
     line = sys.stdin.readline()
     if not line.strip():

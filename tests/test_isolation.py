@@ -8,6 +8,7 @@ import socket
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -214,8 +215,16 @@ def test_timeout_kills_every_process_of_the_group():
     assert not live_members(proc.pid)
 
 
-def live_members(pgid: int) -> list[int]:
-    """Processes of the group that are still running (killed ones may linger as zombies until reaped)."""
+def live_members(pgid: int, settle_s: float = 10.0) -> list[int]:
+    """Processes of the group still running once SIGKILL has had up to settle_s to land (killed ones may linger
+    as zombies until reaped, and a loaded machine takes a moment to tear a process down)."""
+    deadline = time.monotonic() + settle_s
+    while (members := group_members(pgid)) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return members
+
+
+def group_members(pgid: int) -> list[int]:
     members = []
     for entry in Path("/proc").iterdir():
         try:
