@@ -60,7 +60,7 @@ class Execution:
     fallback_reason: str = ""
     precision: str = "fp32"     # fp32 | bf16 (mixed: float32 parameters, bf16 matmuls in the layers)
     groups: list[dict] = field(default_factory=list)
-    timings: dict[str, float] = field(default_factory=lambda: {"data_s": 0.0, "capture_s": 0.0,
+    timings: dict[str, float] = field(default_factory=lambda: {"data_s": 0.0, "data_wait_s": 0.0, "capture_s": 0.0,
                                                                "train_s": 0.0, "eval_s": 0.0})
 
 
@@ -432,6 +432,7 @@ def train_runs(runs: list[Run], model: str, core, budget: Budget, device: torch.
         for n, group in enumerate(groups, 1):
             t0 = time.monotonic()
             data = pending.result()
+            execution.timings["data_wait_s"] += time.monotonic() - t0     # data not ready when training could go
             pending = pool.submit(group_data, groups[n], budget) if n < len(groups) else None
             log(f"group {n}/{len(groups)}: {len(group)} member(s), length {group_key(group[0])[1]}: "
                 + "; ".join(r.label for r in group))
