@@ -210,8 +210,9 @@ class Worker:
                           "memory_mb": self.memory_mb}
         self.received = bytearray()
         self.proc: subprocess.Popen | None = None
-        read_fd, self.result_fd = os.pipe()
+        read_fd = self.result_fd = -1
         try:
+            read_fd, self.result_fd = os.pipe()
             for sub in ("home", "tmp"):
                 (self.workdir / sub).mkdir()
             for name, text in (files or {}).items():
@@ -233,7 +234,8 @@ class Worker:
             apply_limits(self.proc.pid, limits)
         except BaseException:
             for fd in (read_fd, self.result_fd):
-                os.close(fd)
+                if fd >= 0:
+                    os.close(fd)
             self.close()
             raise
         os.close(self.result_fd)          # the worker holds the only write end now
@@ -244,7 +246,10 @@ class Worker:
 
     def ready(self) -> bool:
         """Whether a spare has done everything ahead of its job and now waits for it."""
-        return SPARE_READY.encode() in (self.workdir / "log.txt").read_bytes()[:4096]
+        try:
+            return SPARE_READY.encode() in (self.workdir / "log.txt").read_bytes()
+        except OSError:
+            return False
 
     def dispatch(self, job: list[str]) -> bool:
         """Hand a spare its job's `eval` arguments; False when it can no longer take them."""

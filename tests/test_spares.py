@@ -3,14 +3,15 @@ answer like a worker started for it; hostile candidates stay contained in them; 
 left-over spares go away. Real worker processes on the CPU."""
 import json
 import os
+import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 
-from agent.executor import LocalExecutor, make_executor
 from agent.config import Config
+from agent.executor import LocalExecutor, make_executor
 from agent.slots import Job
 from corpus_support import load_corpus
 from sandbox import isolation
@@ -159,3 +160,18 @@ def test_spares_are_on_where_the_slots_have_gpus_unless_configured(device, setti
         assert (executor.spares is not None) == expected
     finally:
         executor.close()
+
+
+def test_no_room_for_a_worker_is_a_one_line_failure_with_or_without_spares(monkeypatch, tmp_path):
+    """A full or missing temporary directory: no spare starts, and the job's result says why in one line."""
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "gone"))
+    spares = Spares(delay_s=0)
+    try:
+        spares.start(**PLACEMENT)
+        assert spares.waiting() == []
+        for use in (spares, None):
+            result = run_isolated(BASELINE, spares=use, **CHECKS)
+            assert (result["status"], result["reason"]) == ("crashed", "spawn_failed")
+            assert "could not start the worker" in result["message"] and "\n" not in result["message"]
+    finally:
+        spares.close()
