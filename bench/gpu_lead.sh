@@ -17,7 +17,7 @@ for stage in "$@"; do
   echo "=== $stage"
   case $stage in
     tests) git --version; python3 -m pytest -q -m gpu -p no:cacheprovider tests/test_corpus.py tests/test_naive.py tests/test_model.py tests/test_kernels.py tests/test_worker.py \
-             tests/test_executor.py tests/test_train.py 2>&1 | tee "$OUT/gpu_tests.log" | tail -25;;
+             tests/test_executor.py tests/test_train.py tests/test_spares.py 2>&1 | tee "$OUT/gpu_tests.log" | tail -25;;
     search|resume) rm -rf /tmp/ws
             if [ "$stage" = resume ]; then tar xzf .devws/ws.tgz -C /tmp; else archer init /tmp/ws > /dev/null; fi
             timeout -s INT "${SEARCH_LIMIT:-420}" python3 -c "from agent.cli import main; main()" run /tmp/ws \

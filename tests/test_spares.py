@@ -175,3 +175,19 @@ def test_no_room_for_a_worker_is_a_one_line_failure_with_or_without_spares(monke
             assert "could not start the worker" in result["message"] and "\n" not in result["message"]
     finally:
         spares.close()
+
+
+@pytest.mark.gpu
+def test_a_spare_on_the_gpu_starts_cuda_and_the_kernels_before_its_job():
+    spares = Spares(delay_s=3600)
+    try:
+        spares.start(device="cuda", gpu="0")
+        spare = spares.waiting()[0]
+        wait_until(spare.ready, timeout_s=600)     # a cold kernel cache compiles here, before the job
+        result = run_isolated(BASELINE, device="cuda", gpu="0", spares=spares, extra_args=("--checks-only",),
+                              timeout_s=300)
+    finally:
+        spares.close()
+    assert result["status"] == "ok", result["message"] + result["log_tail"]
+    assert result["execution"]["isolation"]["worker"] == "spare" and result["execution"]["device"] == "cuda"
+    assert "spare worker ready" in result["log_tail"] and "fused kernels ready" in result["log_tail"]
