@@ -29,6 +29,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 from sandbox.result import SPARE_READY  # noqa: E402
 DEVICE = ["cuda"]   # --device: cpu only for a dry run of the script itself
+PREWARM = ["step"]  # --spare-prewarm: what spare workers run ahead (python -m sandbox spare --prewarm)
 MODES = {  # name: worker flags; the plain eager reference keeps the layers as torch ops
     "eager-seq": ["--mode", "sequential", "--no-graphs", "--no-kernels"],
     "eager-seq-kernels": ["--mode", "sequential", "--no-graphs"],
@@ -63,7 +64,8 @@ def run_worker(name: str, candidate: str, flags: list[str], out_dir: Path, env: 
                                  stderr=subprocess.STDOUT, env=env)
             return rc, time.monotonic() - t0, out, 0.0
         t_spawn = time.monotonic()
-        proc = subprocess.Popen([sys.executable, "-m", "sandbox", "spare", "--device", DEVICE[0]], cwd=ROOT, env=env,
+        proc = subprocess.Popen([sys.executable, "-m", "sandbox", "spare", "--device", DEVICE[0], "--prewarm",
+                                 PREWARM[0]], cwd=ROOT, env=env,
                                 stdin=subprocess.PIPE, stdout=log, stderr=subprocess.STDOUT)
         while SPARE_READY not in log_path.read_text() and proc.poll() is None:
             time.sleep(0.01)
@@ -144,12 +146,14 @@ def main(default_modes: str = "eager-seq,graphs-seq,graphs-batched") -> None:
     ap.add_argument("--candidate", default="sandbox/naive.py")
     ap.add_argument("--out", default=None, help="write the rows as JSON here")
     ap.add_argument("--device", default="cuda", choices=("cuda", "cpu"), help="cpu: a dry run of this script")
+    ap.add_argument("--spare-prewarm", default="step", choices=("none", "core", "step"),
+                    help="what the -spare modes' workers run ahead of their job (sandbox/worker.py prewarm)")
     ap.add_argument("--logs", default=None, help="keep each worker's result and log here (default: a temporary "
                                                  "directory)")
     ap.add_argument("--bytecode-cache", default="warm", choices=("warm", "off"),
                     help="warm: every mode imports from a bytecode cache filled first; off: the machine's setting")
     args = ap.parse_args()
-    DEVICE[0] = args.device
+    DEVICE[0], PREWARM[0] = args.device, args.spare_prewarm
     out_dir = Path(args.logs) if args.logs else Path(tempfile.mkdtemp(prefix="bench_eval_"))
     out_dir.mkdir(parents=True, exist_ok=True)
     rows = measure(args.modes.split(","), args.profile, args.seeds, args.candidate, out_dir,

@@ -66,6 +66,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                                       "kernels, then read the job's `eval` arguments from stdin (one JSON list)")
     sp.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     sp.add_argument("--precision", default="fp32", choices=("fp32", "bf16"), help="which kernels to load ahead")
+    sp.add_argument("--prewarm", default="step", choices=("none", "core", "step"),
+                    help="what else to run ahead: core: the baseline delta rule forward and backward (cuBLAS, the "
+                         "solver, their kernels loaded); step: that and a few graphed training steps of a tiny model")
     return ap.parse_args(argv)
 
 
@@ -176,7 +179,8 @@ def evaluate(args: argparse.Namespace, device: torch.device, log: LogTail) -> di
     if fused:
         log(f"fused kernels ready in {kernels_s:.1f} s: {', '.join(fused)}")
     guard.harden_process()
-    checks, core = [], None
+    torch.manual_seed(0)        # the global generators as the candidate finds them: the same however the worker
+    checks, core = [], None     # started (a spare ran code ahead) and whatever the kernels' warm-up drew
     t_checks = time.monotonic()
     if args.model == "delta_net":
         for c in check_static(code):
@@ -230,6 +234,29 @@ def evaluate(args: argparse.Namespace, device: torch.device, log: LogTail) -> di
     return result
 
 
+def prewarm(device: torch.device, what: str) -> None:
+    """Run trusted code ahead of the job so that its first calls find the libraries started and the kernels
+    loaded: the baseline delta rule (what candidates are made from) and, for "step", a tiny graphed training.
+    Explicitly seeded throughout; evaluate() resets the global seeds before the candidate runs anyway."""
+    if what == "none":
+        return
+    from sandbox import naive, tasks
+    from sandbox.dynamic_checks import inputs
+    from sandbox.train import GRAPH_WARMUP_STEPS, Budget, Run
+    q, k, v, beta = inputs(2, HEADS, 64, WIDTH // HEADS, WIDTH // HEADS, device, grad=True)
+    o, S = naive.delta_rule_chunkwise(q, k, v, beta)
+    (o.sum() + S.sum()).backward()
+    if what == "step":
+        steps = GRAPH_WARMUP_STEPS + 2                 # eager warm-up, the capture, one replay
+        setting = tasks.baseline_setting("context_recall").replace(num_train_examples=8 * steps, num_test_examples=16)
+        budget = Budget(batch_size=8, max_epochs=1, valid_size=16, test_size=16, eval_batch=16)
+        train_runs([Run(setting, 0, 1e-3, 0.0)], "delta_net", naive.delta_rule_chunkwise, budget, device,
+                   log=lambda line: None)
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+        torch.cuda.empty_cache()
+
+
 def wait_for_job(spare: argparse.Namespace) -> argparse.Namespace | None:
     """A spare worker's start: everything that does not depend on the job (imports, CUDA, the fused kernels)
     done ahead, then the job's `eval` arguments read from stdin; None when stdin closes first (the spare was
@@ -242,6 +269,7 @@ def wait_for_job(spare: argparse.Namespace) -> argparse.Namespace | None:
         if kernels.enabled():
             dtypes = (torch.float32, torch.bfloat16) if spare.precision == "bf16" else (torch.float32,)
             kernels.warm(device, dtypes, width=WIDTH, heads=HEADS, inner=SWIGLU_INNER, eps=NORM_EPS)
+        prewarm(device, spare.prewarm)
     except Exception as e:
         print(f"spare worker: {type(e).__name__} while starting ahead; the job will meet it again", flush=True)
     ready_s = time.monotonic() - t0

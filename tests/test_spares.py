@@ -62,6 +62,23 @@ def test_a_spare_takes_the_job_and_answers_like_a_worker_started_for_it():
     assert left and all(gone(w.proc.pid) and not w.workdir.exists() for w in left)
 
 
+def test_a_spare_trains_to_the_same_scores_as_a_fresh_worker():
+    """What a spare ran ahead (the baseline, a tiny training) leaves no trace in the job's scores (CPU: exact)."""
+    job = dict(extra_args=("--tasks", "context_recall,memorize", "--max-steps", "8"), timeout_s=300, **PLACEMENT)
+    spares = Spares(delay_s=3600)
+    try:
+        spares.start(**PLACEMENT)
+        wait_until(spares.waiting()[0].ready)
+        on_spare = run_isolated(BASELINE, spares=spares, **job)
+    finally:
+        spares.close()
+    fresh = run_isolated(BASELINE, **job)
+    assert on_spare["status"] == fresh["status"] == "ok", on_spare["message"] + on_spare["log_tail"]
+    assert on_spare["execution"]["isolation"]["worker"] == "spare"
+    assert on_spare["scores"] == fresh["scores"] and on_spare["scores"]
+    assert [s["accuracy"] for s in on_spare["settings"]] == [s["accuracy"] for s in fresh["settings"]]
+
+
 def test_hostile_candidates_on_spares_end_as_on_fresh_workers(monkeypatch):
     """The isolation layer's corpus cases (processes, files, network, the API key, output floods, memory,
     hangs, exits) handed to spares started before the candidate existed."""
