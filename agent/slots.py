@@ -44,7 +44,7 @@ RunJob = Callable[[Job, "str | None", Callable[[int], None]], dict]
 
 def run_job(job: Job, gpu: str | None, on_start: Callable[[int], None], spares: Spares | None = None) -> dict:
     """The worker's raw result for `job`, pinned to `gpu` (a CUDA_VISIBLE_DEVICES value) when given, on a
-    spare worker started ahead for that GPU when `spares` has one ready."""
+    spare worker started ahead for that GPU when `spares` holds one."""
     return run_isolated(job.code, gpu=gpu, on_start=on_start, spares=spares, **job.isolated_kwargs())
 
 

@@ -389,7 +389,7 @@ def run_isolated(candidate: Path | str, *, profile: str = "smoke", seeds=(0,), m
     (a backstop for a worker orphaned by a dead controller) defaults to timeout_s x cores + 60.
     gpu pins the worker to one device (its CUDA_VISIBLE_DEVICES); on_start receives the worker's pid,
     which is also its process group, so an executor can kill it when the controller abandons the work.
-    With `spares`, the job goes to a spare worker started alike when one is ready (its clock starts at the
+    With `spares`, the job goes to a spare worker started alike when one is waiting (its clock starts at the
     hand-over), and a new spare is started for the next job either way.
     """
     t0 = time.monotonic()
@@ -414,15 +414,15 @@ def run_isolated(candidate: Path | str, *, profile: str = "smoke", seeds=(0,), m
             if not handed:
                 worker.close()
                 worker = None
-    try:
-        if worker is None:
+    if worker is not None:
+        worker.isolation["worker"] = "spare"
+    else:
+        try:
             worker = Worker(job, files={"candidate.py": code}, **placement)
-            worker.isolation["worker"] = "started for the job"
-        else:
-            worker.isolation["worker"] = "spare"
-    except OSError as e:
-        return failure("crashed", "spawn_failed", f"could not start the worker: {e}",
-                       execution={"isolation": {"memory_mb": memory_mb, "timeout_s": timeout_s}})
+        except OSError as e:
+            return failure("crashed", "spawn_failed", f"could not start the worker: {e}",
+                           execution={"isolation": {"memory_mb": memory_mb, "timeout_s": timeout_s}})
+        worker.isolation["worker"] = "started for the job"
     if spares is not None:
         spares.start_later(**placement)
     try:
