@@ -69,8 +69,7 @@ class LocalExecutor(SlotPool):
         super().__init__(slots, Spares() if spares else None)
         self._run = run
         if self.spares is not None:
-            for gpu in slots:
-                self.spares.start(device=device, gpu=gpu)
+            self.start_spares(device)
             self._run = functools.partial(run, spares=self.spares)
 
     def submit(self, job: Job) -> Future:

@@ -70,6 +70,11 @@ class SlotPool:
         self._cancelled = False
         self._pool = ThreadPoolExecutor(max_workers=len(slots), thread_name_prefix="archer-eval")
 
+    def start_spares(self, device: str) -> None:
+        """One spare worker per slot, pinned to the slot's GPU, for jobs on `device` (needs `spares`)."""
+        for gpu in self.devices:
+            self.spares.start(device=device, gpu=gpu)
+
     def run_on_slot(self, fn: Callable[[str | None, Callable[[int], None]], object]) -> Future:
         """A future of fn(gpu, on_start), run once a slot is free (jobs beyond the slots wait in order)."""
         return self._pool.submit(self._on_slot, fn)

@@ -23,13 +23,12 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 from sandbox.result import SPARE_READY  # noqa: E402
-DEVICE = ["cuda"]   # --device: cpu only for a dry run of the script itself
-PREWARM = ["step"]  # --spare-prewarm: what spare workers run ahead (python -m sandbox spare --prewarm)
 MODES = {  # name: worker flags; the plain eager reference keeps the layers as torch ops
     "eager-seq": ["--mode", "sequential", "--no-graphs", "--no-kernels"],
     "eager-seq-kernels": ["--mode", "sequential", "--no-graphs"],
@@ -49,13 +48,21 @@ def worker_env(kernel_cache: Path, bytecode_cache: Path | None) -> dict[str, str
     return env
 
 
-def run_worker(name: str, candidate: str, flags: list[str], out_dir: Path, env: dict,
+@dataclass(frozen=True)
+class Launch:
+    """How the workers start: on which device (cpu: a dry run of this script), and what a spare worker runs
+    ahead of its job (`python -m sandbox spare --prewarm`)."""
+    device: str = "cuda"
+    prewarm: str = "step"
+
+
+def run_worker(name: str, candidate: str, flags: list[str], out_dir: Path, env: dict, launch: Launch,
                spare: bool = False) -> tuple[int, float, Path, float]:
-    """One `python -m sandbox eval` of candidate on the GPU: exit code, wall seconds, the result's path
-    (out_dir/name.json; its output goes to out_dir/name.log) and, with `spare`, the seconds the worker took to
-    be ready: it starts as `python -m sandbox spare`, and the clock starts when it is handed the job."""
+    """One `python -m sandbox eval` of candidate: exit code, wall seconds, the result's path (out_dir/name.json;
+    its output goes to out_dir/name.log) and, with `spare`, the seconds the worker took to be ready: it starts
+    as `python -m sandbox spare`, and the clock starts when it is handed the job."""
     out = out_dir / f"{name}.json"
-    job = ["eval", "--candidate", candidate, "--device", DEVICE[0], "--out", str(out), *flags]
+    job = ["eval", "--candidate", candidate, "--device", launch.device, "--out", str(out), *flags]
     log_path = out_dir / f"{name}.log"
     with open(log_path, "w") as log:
         if not spare:
@@ -64,8 +71,8 @@ def run_worker(name: str, candidate: str, flags: list[str], out_dir: Path, env: 
                                  stderr=subprocess.STDOUT, env=env)
             return rc, time.monotonic() - t0, out, 0.0
         t_spawn = time.monotonic()
-        proc = subprocess.Popen([sys.executable, "-m", "sandbox", "spare", "--device", DEVICE[0], "--prewarm",
-                                 PREWARM[0]], cwd=ROOT, env=env,
+        proc = subprocess.Popen([sys.executable, "-m", "sandbox", "spare", "--device", launch.device, "--prewarm",
+                                 launch.prewarm], cwd=ROOT, env=env,
                                 stdin=subprocess.PIPE, stdout=log, stderr=subprocess.STDOUT)
         while SPARE_READY not in log_path.read_text() and proc.poll() is None:
             time.sleep(0.01)
@@ -77,20 +84,20 @@ def run_worker(name: str, candidate: str, flags: list[str], out_dir: Path, env: 
         return rc, time.monotonic() - t0, out, ready_s
 
 
-def warm_bytecode(bytecode_cache: Path, candidate: str, out_dir: Path) -> float:
-    """One untimed smoke evaluation on the GPU, with a throwaway kernel cache, fills the bytecode cache with
+def warm_bytecode(bytecode_cache: Path, candidate: str, out_dir: Path, launch: Launch) -> float:
+    """One untimed smoke evaluation, with a throwaway kernel cache, fills the bytecode cache with
     what an evaluation imports: the state of a machine that has scored one candidate before."""
     kernel_cache = Path(tempfile.mkdtemp(prefix="archer_kernels_warmup_"))
     return run_worker("bytecode_warmup", candidate, ["--profile", "smoke"], out_dir,
-                      worker_env(kernel_cache, bytecode_cache))[1]
+                      worker_env(kernel_cache, bytecode_cache), launch)[1]
 
 
 def run_mode(mode: str, profile: str, seeds: str, candidate: str, out_dir: Path, kernel_cache: Path,
-             n: int, bytecode_cache: Path | None = None) -> dict:
+             n: int, bytecode_cache: Path | None = None, launch: Launch = Launch()) -> dict:
     spare = mode.endswith("-spare")
     rc, wall, out, ready_s = run_worker(f"eval_{profile}_{n}_{mode}", candidate,
                                         ["--profile", profile, "--seeds", seeds, *MODES[mode.removesuffix("-spare")]],
-                                        out_dir, worker_env(kernel_cache, bytecode_cache), spare=spare)
+                                        out_dir, worker_env(kernel_cache, bytecode_cache), launch, spare=spare)
     result = json.loads(out.read_text()) if out.exists() and out.stat().st_size else {"status": f"exit {rc}"}
     return {"mode": mode, "wall_s": wall, "spare_ready_s": ready_s, "status": result.get("status"),
             "mean": result.get("mean"),
@@ -102,7 +109,7 @@ def run_mode(mode: str, profile: str, seeds: str, candidate: str, out_dir: Path,
 
 
 def measure(modes: list[str], profile: str, seeds: str, candidate: str, out_dir: Path,
-            bytecode: bool = True) -> list[dict]:
+            bytecode: bool = True, launch: Launch = Launch()) -> list[dict]:
     """The modes in order, sharing one kernel cache that starts empty: the first mode with the fused kernels
     compiles them (the first evaluation on a machine), later ones load them (every evaluation after); and,
     unless `bytecode` is off, one bytecode cache filled before the first."""
@@ -110,17 +117,17 @@ def measure(modes: list[str], profile: str, seeds: str, candidate: str, out_dir:
     bytecode_cache = Path(tempfile.mkdtemp(prefix="archer_pycache_")) if bytecode else None
     if bytecode_cache is not None:
         print(f"bytecode cache filled by an untimed smoke evaluation in "
-              f"{warm_bytecode(bytecode_cache, candidate, out_dir):.1f} s", flush=True)
+              f"{warm_bytecode(bytecode_cache, candidate, out_dir, launch):.1f} s", flush=True)
     rows = []
     for n, mode in enumerate(modes):
-        rows.append(run_mode(mode, profile, seeds, candidate, out_dir, kernel_cache, n, bytecode_cache))
+        rows.append(run_mode(mode, profile, seeds, candidate, out_dir, kernel_cache, n, bytecode_cache, launch))
         print(json.dumps(rows[-1]), flush=True)
     return rows
 
 
-def print_table(rows: list[dict], profile: str, seeds: str) -> None:
+def print_table(rows: list[dict], profile: str, seeds: str, device: str = "cuda") -> None:
     base = rows[0]["wall_s"]
-    where = "the CPU (a dry run)" if DEVICE[0] == "cpu" else "one GPU"
+    where = "the CPU (a dry run)" if device == "cpu" else "one GPU"
     print(f"one `{profile}` evaluation of sandbox/naive.py, seeds {seeds}, on {where} (worker wall time, all included)")
     print(f"{'mode':26} {'wall s':>8} {'train s':>8} {'capture s':>9} {'kernels s':>9} {'spare ready s':>13} "
           f"{'x vs ' + rows[0]['mode']:>16} {'cand./GPU-h':>11} {'mean':>6} status")
@@ -153,14 +160,14 @@ def main(default_modes: str = "eager-seq,graphs-seq,graphs-batched") -> None:
     ap.add_argument("--bytecode-cache", default="warm", choices=("warm", "off"),
                     help="warm: every mode imports from a bytecode cache filled first; off: the machine's setting")
     args = ap.parse_args()
-    DEVICE[0], PREWARM[0] = args.device, args.spare_prewarm
+    launch = Launch(args.device, args.spare_prewarm)
     out_dir = Path(args.logs) if args.logs else Path(tempfile.mkdtemp(prefix="bench_eval_"))
     out_dir.mkdir(parents=True, exist_ok=True)
     rows = measure(args.modes.split(","), args.profile, args.seeds, args.candidate, out_dir,
-                   bytecode=args.bytecode_cache == "warm")
+                   bytecode=args.bytecode_cache == "warm", launch=launch)
     if args.out:
         Path(args.out).write_text(json.dumps(rows, indent=1))
-    print_table(rows, args.profile, args.seeds)
+    print_table(rows, args.profile, args.seeds, args.device)
 
 
 if __name__ == "__main__":

@@ -36,8 +36,7 @@ def measure(slots: list[str | None], jobs: list[Job], spares: bool = False) -> d
     starts while the current one trains)."""
     pool = SlotPool(slots, Spares() if spares else None)
     if spares:
-        for gpu in slots:
-            pool.spares.start(device=jobs[0].device, gpu=gpu)
+        pool.start_spares(jobs[0].device)
         while not all(w.ready() or w.proc.poll() is not None for w in pool.spares.waiting()):
             time.sleep(0.05)
     t0 = time.monotonic()

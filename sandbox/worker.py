@@ -143,6 +143,12 @@ class LogTail:
         return "\n".join(self.lines)[-LOG_TAIL_CHARS:]
 
 
+def warm_kernels(device: torch.device, precision: str) -> list[str]:
+    """Compile or load the model's fused kernels for this precision's activation dtypes (kernels.warm)."""
+    dtypes = (torch.float32, torch.bfloat16) if precision == "bf16" else (torch.float32,)
+    return kernels.warm(device, dtypes, width=WIDTH, heads=HEADS, inner=SWIGLU_INNER, eps=NORM_EPS)
+
+
 def evaluate(args: argparse.Namespace, device: torch.device, log: LogTail) -> dict:
     """Everything after the arguments are parsed; raises only for the statuses main() maps."""
     t0 = time.monotonic()
@@ -166,9 +172,8 @@ def evaluate(args: argparse.Namespace, device: torch.device, log: LogTail) -> di
     first_data = None if args.checks_only else prefetch_first_group(runs, budget, batched=args.mode == "batched")
     t_kernels = time.monotonic()
     kernels.set_enabled(not args.no_kernels)
-    dtypes = (torch.float32, torch.bfloat16) if args.precision == "bf16" else (torch.float32,)
     try:        # compiled now: the guard forbids the compiler's subprocesses
-        fused = kernels.warm(device, dtypes, width=WIDTH, heads=HEADS, inner=SWIGLU_INNER, eps=NORM_EPS)
+        fused = warm_kernels(device, args.precision)
         kernels_fallback = ""
     except Exception as e:                    # a GPU or triton the kernels do not support: the torch ops
         fused, kernels_fallback = [], f"{type(e).__name__}: {(str(e).strip().splitlines() or [''])[0][:200]}"
@@ -266,9 +271,7 @@ def wait_for_job(spare: argparse.Namespace) -> argparse.Namespace | None:
         device = resolve_device(spare.device)
         if device.type == "cuda":
             torch.cuda.init()
-        if kernels.enabled():
-            dtypes = (torch.float32, torch.bfloat16) if spare.precision == "bf16" else (torch.float32,)
-            kernels.warm(device, dtypes, width=WIDTH, heads=HEADS, inner=SWIGLU_INNER, eps=NORM_EPS)
+        warm_kernels(device, spare.precision)
         prewarm(device, spare.prewarm)
     except Exception as e:
         print(f"spare worker: {type(e).__name__} while starting ahead; the job will meet it again", flush=True)
