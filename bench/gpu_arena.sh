@@ -49,7 +49,7 @@ for stage in "$@"; do
     rest) timeout "${REST_LIMIT:-3000}" python3 -m sandbox eval --candidate sandbox/naive.py --device cuda --profile screen \
             --only "$(cat bench/screen_rest.txt)" --out "$OUT/screen_rest.json" > "$OUT/screen_rest.log" 2>&1
           python3 bench/summarize.py "$OUT/screen_rest.json";;
-    eval) timeout "${EVAL_LIMIT:-3000}" python3 bench/bench_eval.py --modes "${EVAL_MODES:-eager-seq,graphs-seq,graphs-batched}" --out "$OUT/bench_eval.json" 2>&1 | grep -v "^{";;
+    eval) timeout "${EVAL_LIMIT:-3000}" python3 bench/bench_eval.py ${EVAL_MODES:+--modes "$EVAL_MODES"} --out "$OUT/bench_eval.json" 2>&1 | grep -v "^{";;
     throughput) python3 bench/bench_throughput.py --out "$OUT/bench_throughput.json";;
     *) echo "unknown stage $stage"; exit 2;;
   esac
