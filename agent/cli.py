@@ -37,6 +37,9 @@ def eval_cmd(
     tasks: Optional[str] = typer.Option(None, help="comma-separated subset of the six tasks"),
     precision: str = typer.Option("fp32", help="fp32 | bf16: MAD's bf16 mixed precision on CUDA (the candidate "
                                                "stays float32); the CPU always trains in float32"),
+    deterministic: bool = typer.Option(False, "--deterministic",
+                                       help="on CUDA, every op deterministic: a second run repeats bit for bit "
+                                            "(steps 6-7% slower on an H100); the CPU always does"),
 ):
     """Score one naive.py without the loop: checks, then training on the profile's MAD settings."""
     from agent.config import EvalConfig
@@ -62,7 +65,8 @@ def eval_cmd(
     unknown = sorted(set(task_list or ()) - set(TASKS))
     if unknown:
         raise ArcherError(f"unknown task(s) {', '.join(unknown)}; expected some of {', '.join(TASKS)}")
-    config = EvalConfig(profile=profile, seeds=seed_list, model=model, device=device, timeout_s=timeout)
+    config = EvalConfig(profile=profile, seeds=seed_list, model=model, device=device, timeout_s=timeout,
+                        deterministic=deterministic)
     with console.status(f"evaluating {file} ({model}, profile {profile}, seeds {seeds}) in an isolated worker"):
         result = evaluate_code(file.read_text(), config, tasks=task_list, precision=precision)
     if out:

@@ -28,6 +28,8 @@ class EvalConfig(Strict):
     cascade_verify: list[str] = Field(default_factory=lambda: ["mad"])  # cascade stages entered only by beating
                                            # the parent beyond the noise (the others: by not being worse beyond it)
     cascade_sigmas: float = 2.0            # the cascade's noise: this many standard errors of the difference
+    deterministic: bool = False            # on GPUs, every op deterministic: a replay with the same seeds repeats
+                                           # bit for bit (steps 6-7% slower on an H100; NOTES.md)
 
 
 class Endpoint(Strict):

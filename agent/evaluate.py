@@ -26,7 +26,8 @@ def evaluate_code(code: str, config: EvalConfig, *, seeds: list[int] | None = No
                   profile: str | None = None, tasks: list[str] | None = None,
                   precision: str = "fp32") -> EvalResult:
     """Score `code` in a fresh worker; `tasks` limits the profile to some of the six tasks."""
-    extra = (("--tasks", ",".join(tasks)) if tasks else ()) + ("--precision", precision)
+    extra = ((("--tasks", ",".join(tasks)) if tasks else ()) + ("--precision", precision)
+             + (("--deterministic",) if config.deterministic else ()))
     memory_mb = int(config.memory_gb * 1024) if config.device == "cpu" else None
     raw = run_isolated(code, profile=resolve_profile(profile or config.profile), seeds=seeds or config.seeds,
                        model=config.model, device=config.device, timeout_s=config.timeout_s,

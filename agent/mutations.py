@@ -14,7 +14,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from sandbox.static_checks import ENTRY
+from sandbox.static_checks import ENTRY, ast_parse
 
 FAMILIES = ("error", "state", "intra", "beta", "qk")
 MARKER = re.compile(r"# mutate: ([a-z_0-9]+)\(")
@@ -110,7 +110,7 @@ def _unbound_source(fn: ast.FunctionDef, loop: ast.For, name: str) -> str:
 def locate(code: str) -> Anchors | None:
     """The sites of `delta_rule_chunkwise` in `code`, or None when it does not parse or has no such function."""
     try:
-        tree = ast.parse(code)
+        tree = ast_parse(code)
     except SyntaxError:
         return None
     fn = _entry_function(tree)

@@ -8,7 +8,6 @@ output. Tested by tests/test_parse.py.
 """
 from __future__ import annotations
 
-import ast
 import json
 import re
 from typing import Any
@@ -18,6 +17,7 @@ from pydantic import ValidationError
 from agent.errors import ProposalError
 from agent.proposal import SECTIONS, Edit, Proposal
 from agent.records import TASKS, TASK_TITLES
+from sandbox.static_checks import ast_parse
 
 REQUIRED_EN = ("reasoning", "expected")    # a report without these says nothing; the rest may be empty
 
@@ -286,7 +286,7 @@ def _parsable_prefix(code: str) -> str:
     lines = code.rstrip().splitlines()
     for end in range(len(lines), max(len(lines) - 40, 0), -1):
         try:
-            ast.parse("\n".join(lines[:end]))
+            ast_parse("\n".join(lines[:end]))
             return "\n".join(lines[:end]) + "\n"
         except SyntaxError:
             continue

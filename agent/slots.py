@@ -25,18 +25,20 @@ class Job:
     model: str = "delta_net"
     device: str = "auto"
     timeout_s: float = 3600.0
+    deterministic: bool = False
 
     @classmethod
     def of(cls, key: str, code: str, config, *, profile: str | None = None,
            seeds: list[int] | None = None) -> "Job":
         """The job evaluate_code would run for this code under `config` (an agent.config.EvalConfig)."""
         return cls(key=key, code=code, profile=profile or config.profile, seeds=tuple(seeds or config.seeds),
-                   model=config.model, device=config.device, timeout_s=config.timeout_s)
+                   model=config.model, device=config.device, timeout_s=config.timeout_s,
+                   deterministic=config.deterministic)
 
     def isolated_kwargs(self) -> dict:
         """Keyword arguments of sandbox.isolation.run_isolated (plain values: they travel to Ray nodes)."""
         return dict(profile=self.profile, seeds=list(self.seeds), model=self.model, device=self.device,
-                    timeout_s=self.timeout_s)
+                    timeout_s=self.timeout_s, extra_args=("--deterministic",) if self.deterministic else ())
 
 
 RunJob = Callable[[Job, "str | None", Callable[[int], None]], dict]

@@ -10,6 +10,7 @@ from __future__ import annotations
 import ast
 import hashlib
 import re
+import threading
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
@@ -113,10 +114,22 @@ def check_size(code: str, *, max_bytes: int = MAX_BYTES, max_lines: int = MAX_LI
     return ok("size")
 
 
+# CPython 3.11 and 3.12 keep the AST builder's recursion depth in state shared by all threads (gh-106905):
+# two parses at once, as the executor's slots and the proposer do, can fail with "SystemError: AST
+# constructor recursion depth mismatch". Every ast.parse of the controller goes through ast_parse.
+_PARSE_LOCK = threading.Lock()
+
+
+def ast_parse(code: str, filename: str = "<unknown>") -> ast.Module:
+    """ast.parse, one thread at a time."""
+    with _PARSE_LOCK:
+        return ast.parse(code, filename=filename)
+
+
 def parse(code: str) -> ast.Module:
     """ast.parse that turns every way parsing can fail into SyntaxError."""
     try:
-        return ast.parse(code, filename="naive.py")
+        return ast_parse(code, filename="naive.py")
     except SyntaxError:
         raise
     except (ValueError, RecursionError, MemoryError) as e:

@@ -6,7 +6,9 @@ trains), batch 128, at most 200 epochs, per-member early stopping on a validatio
 gain for `patience` epochs; validated after every epoch, or every `min_eval_steps` steps where epochs are
 short) with the best-validation checkpoint kept in memory and scored on the test set. Validation and test
 use MAD's accuracy: macro accuracy per batch of 128 examples, batch-size-weighted mean (sandbox/metrics.py).
-On CUDA the whole step is captured in a CUDA graph, with eager fallback. Tested by tests/test_train.py.
+On CUDA the whole step is captured in a CUDA graph, with eager fallback; `deterministic` has every op take its
+deterministic implementation (deterministic_ops), so a run repeats bit for bit on the same GPU and software.
+Tested by tests/test_train.py.
 """
 from __future__ import annotations
 
@@ -59,9 +61,28 @@ class Execution:
     cuda_graphs: bool
     fallback_reason: str = ""
     precision: str = "fp32"     # fp32 | bf16 (mixed: float32 parameters, bf16 matmuls in the layers)
+    deterministic: bool = False  # deterministic_ops asked for (it acts on CUDA; the CPU repeats bit for bit anyway)
     groups: list[dict] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=lambda: {"data_s": 0.0, "data_wait_s": 0.0, "capture_s": 0.0,
                                                                "train_s": 0.0, "eval_s": 0.0})
+
+
+def deterministic_ops(device: torch.device) -> bool:
+    """On a GPU, have torch take each op's deterministic implementation where it has one; True when set.
+
+    Without it a training run does not repeat bit for bit: the embedding's backward sums the gradients of
+    repeated tokens with atomic adds, and the first gradients of two identical runs differ by about 1e-6,
+    which Selective Copy's training turns into scores 0.45-0.58 apart for one seed (bench/
+    bench_determinism.py, NOTES.md). The deterministic embedding backward sorts instead: with it two runs end
+    bit-for-bit equal, the graphed steps 6-7% slower (measured on an H100 with torch's filling of new tensors
+    with NaN, which comes with the setting; it is not needed for repeatability and stays off here). Ops with
+    no deterministic implementation (in a candidate) warn once and run as before.
+    """
+    if device.type != "cuda":
+        return False
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    torch.utils.deterministic.fill_uninitialized_memory = False
+    return True
 
 
 class NonFiniteLoss(RuntimeError):
@@ -411,18 +432,23 @@ def prefetch_first_group(runs: list[Run], budget: Budget, *, batched: bool = Tru
 
 def train_runs(runs: list[Run], model: str, core, budget: Budget, device: torch.device, *,
                batched: bool = True, cuda_graphs: bool = True, precision: str = "fp32",
-               log=print, first_data: Future | None = None) -> tuple[list[Outcome], Execution]:
+               deterministic: bool = False, log=print,
+               first_data: Future | None = None) -> tuple[list[Outcome], Execution]:
     """Train every run (grouped when batched) and return one Outcome per run, in the order given.
 
     precision "bf16" is MAD's bf16 mixed precision (float32 parameters, bf16 matmuls in the layers), on CUDA
-    only; the default stays float32 so that scores compare with every earlier figure. first_data: the first
-    group's data already on its way (prefetch_first_group with the same runs, budget and batching)."""
+    only; the default stays float32 so that scores compare with every earlier figure. deterministic: on CUDA,
+    deterministic_ops (the run repeats bit for bit). first_data: the first group's data already on its way
+    (prefetch_first_group with the same runs, budget and batching)."""
     if precision not in ("bf16", "fp32"):
         raise ValueError(f"unknown precision {precision!r}; expected bf16 or fp32")
     execution = Execution(device=str(device), batched=batched, cuda_graphs=cuda_graphs and device.type == "cuda",
                           precision=precision if device.type == "cuda" else "fp32")
     if device.type == "cuda":
         torch.set_float32_matmul_precision("high")     # mad-lab's setting: TF32 matmuls
+    execution.deterministic = deterministic
+    if deterministic:
+        deterministic_ops(device)
     outcomes: dict[int, Outcome] = {}
     position = {id(r): i for i, r in enumerate(runs)}
     groups = plan_groups(runs, batched=batched, batch_size=budget.batch_size)

@@ -29,7 +29,7 @@ from sandbox.model import HEADS, NORM_EPS, SWIGLU_INNER, WIDTH
 from sandbox.profiles import PROFILES, get_profile
 from sandbox.result import MODELS, SPARE_READY, TASKS, failure
 from sandbox.static_checks import check_static
-from sandbox.train import NonFiniteLoss, Outcome, prefetch_first_group, train_runs
+from sandbox.train import NonFiniteLoss, Outcome, deterministic_ops, prefetch_first_group, train_runs
 
 LOG_TAIL_CHARS = 4000
 
@@ -58,6 +58,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     ev.add_argument("--no-kernels", action="store_true",
                     help="the model's layers as plain torch ops instead of sandbox/kernels.py's fused Triton "
                          "kernels (for benchmarks; the CPU always uses the torch ops)")
+    ev.add_argument("--deterministic", action="store_true",
+                    help="on CUDA, every op in its deterministic implementation (sandbox/train.py "
+                         "deterministic_ops): the evaluation repeats bit for bit, its steps 6-7%% slower on an "
+                         "H100 (measured with torch's NaN-filling of new tensors, which the worker leaves off)")
     ev.add_argument("--tasks", default=None, help="comma-separated subset of the profile's tasks")
     ev.add_argument("--only", default=None, help="comma-separated subset of its settings, as task/setting")
     ev.add_argument("--checks-only", action="store_true",
@@ -183,6 +187,8 @@ def evaluate(args: argparse.Namespace, device: torch.device, log: LogTail) -> di
     kernels_s = time.monotonic() - t_kernels
     if fused:
         log(f"fused kernels ready in {kernels_s:.1f} s: {', '.join(fused)}")
+    if args.deterministic:
+        deterministic_ops(device)   # for the checks too (a candidate's own scatter-adds become repeatable)
     guard.harden_process()
     torch.manual_seed(0)        # the global generators as the candidate finds them: the same however the worker
     checks, core = [], None     # started (a spare ran code ahead) and whatever the kernels' warm-up drew
@@ -222,7 +228,8 @@ def evaluate(args: argparse.Namespace, device: torch.device, log: LogTail) -> di
         f"{args.precision if device.type == 'cuda' else 'fp32'}) on {device}")
     outcomes, execution = train_runs(runs, args.model, core, budget, device,
                                      batched=args.mode == "batched", cuda_graphs=not args.no_graphs,
-                                     precision=args.precision, log=log, first_data=first_data)
+                                     precision=args.precision, deterministic=args.deterministic, log=log,
+                                     first_data=first_data)
     summary = summarize(outcomes, seeds)
     for name in execution.timings:
         execution.timings[name] = round(execution.timings[name], 3)
@@ -231,7 +238,8 @@ def evaluate(args: argparse.Namespace, device: torch.device, log: LogTail) -> di
                           "kernels_s": round(kernels_s, 3), **execution.timings},
               "execution": {"device": execution.device, "mode": args.mode, "batched": execution.batched,
                             "cuda_graphs": execution.cuda_graphs, "fallback_reason": execution.fallback_reason,
-                            "precision": execution.precision, "max_steps": budget.max_steps,
+                            "precision": execution.precision, "deterministic": execution.deterministic,
+                            "max_steps": budget.max_steps,
                             "kernels": fused, "kernels_fallback": kernels_fallback,
                             "matmul_precision": torch.get_float32_matmul_precision(),
                             "groups": execution.groups, "runs": len(runs)}}

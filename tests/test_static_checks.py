@@ -177,3 +177,39 @@ def test_a_changed_constant_or_operation_is_not_a_duplicate():
 
 def test_fingerprint_of_unparsable_code_is_stable():
     assert fingerprint("def f(:\n  x") == fingerprint("def f(:  \n x")
+
+
+def test_parses_from_many_threads_run_one_at_a_time(monkeypatch):
+    """CPython 3.11-3.12 may fail two concurrent ast.parse calls with SystemError (gh-106905, seen here with two
+    executor slots): every parse of the controller (the checks, the mutation engine, the reply parser) goes
+    through one lock."""
+    import ast
+    import threading
+    import time
+    from concurrent.futures import ThreadPoolExecutor
+
+    from agent.mutations import locate
+    from agent.parse import _parsable_prefix
+
+    real_parse, inside, most = ast.parse, [0], [0]
+    count_lock = threading.Lock()
+
+    def watched_parse(*args, **kwargs):
+        with count_lock:
+            inside[0] += 1
+            most[0] = max(most[0], inside[0])
+        time.sleep(0.002)                       # a long parse: another thread would get in now
+        try:
+            return real_parse(*args, **kwargs)
+        finally:
+            with count_lock:
+                inside[0] -= 1
+
+    monkeypatch.setattr(ast, "parse", watched_parse)
+    callers = [lambda: check_static(BASELINE), lambda: locate(BASELINE),
+               lambda: _parsable_prefix(BASELINE + "\nThat is the whole change.\n")]
+    with ThreadPoolExecutor(6) as pool:
+        results = list(pool.map(lambda i: callers[i % 3](), range(24)))
+    assert all(first_failure(r) is None for r in results[0::3]) and all(r is not None for r in results[1::3])
+    assert results[2].rstrip() == BASELINE.rstrip()
+    assert most[0] == 1

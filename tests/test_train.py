@@ -8,7 +8,7 @@ from sandbox import metrics, tasks
 from sandbox.model import MADModel
 from sandbox.naive import delta_rule_chunkwise
 from sandbox.profiles import PROFILES, get_profile
-from sandbox.train import (Budget, Execution, GroupTrainer, MemberAdamW, Run, plan_groups,
+from sandbox.train import (Budget, Execution, GroupTrainer, MemberAdamW, Run, deterministic_ops, plan_groups,
                            prefetch_first_group, train_runs)
 
 TINY = Budget(batch_size=16, max_epochs=3, patience=2, valid_size=32, test_size=32, eval_batch=32)
@@ -192,7 +192,8 @@ def test_prefetched_first_group_trains_exactly_like_data_generated_in_place():
     kwargs = dict(batched=True, cuda_graphs=False, log=lambda s: None)
     prefetched, _ = train_runs(runs, "delta_net", delta_rule_chunkwise, budget, torch.device("cpu"),
                                first_data=first, **kwargs)
-    in_place, _ = train_runs(runs, "delta_net", delta_rule_chunkwise, budget, torch.device("cpu"), **kwargs)
+    in_place, execution = train_runs(runs, "delta_net", delta_rule_chunkwise, budget, torch.device("cpu"), **kwargs)
+    assert execution.deterministic is False and not torch.are_deterministic_algorithms_enabled()
     assert [(o.run.seed, o.accuracy, o.valid_accuracy) for o in prefetched] == \
         [(o.run.seed, o.accuracy, o.valid_accuracy) for o in in_place]
     assert prefetch_first_group([], budget) is None
@@ -337,6 +338,28 @@ def test_cuda_graph_evaluation_matches_eager_across_mad_batches():
     assert ex.cuda_graphs and t._eval_graph is not None
     t.graphs = False
     torch.testing.assert_close(torch.tensor(graphed), torch.tensor(t.evaluate(t.valid)), rtol=0, atol=1e-9)
+
+
+@pytest.mark.gpu
+def test_gpu_training_repeats_bit_for_bit():
+    """Two identical trainers on the GPU end with identical parameters: the embedding's backward (atomic adds
+    over repeated tokens by default) takes its deterministic implementation."""
+    assert deterministic_ops(torch.device("cuda"))
+
+    def train():
+        setting = tiny(vocab_size=8, seq_len=64)
+        t, _ = cuda_trainer([Run(setting, 0, 1e-3, 0.0), Run(setting, 1, 1e-3, 0.0)], graphs=True)
+        x, y = t.train
+        for i in range(8):                       # 3 warm-up steps, the capture, replays
+            t.x_buf.copy_(x[:, 16 * (i % 3):16 * (i % 3 + 1)])
+            t.y_buf.copy_(y[:, 16 * (i % 3):16 * (i % 3 + 1)])
+            t._replay("train")
+        torch.cuda.synchronize()
+        assert t._train_graph is not None
+        return t.model.bank.flat.clone()
+
+    first, second = train(), train()
+    assert torch.equal(first, second)
 
 
 def syncing_core(q, k, v, beta, chunk_size=32):

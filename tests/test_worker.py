@@ -69,6 +69,39 @@ def test_max_steps_overrides_the_profiles_cap_and_is_recorded(tmp_path):
     assert [s.steps for s in result.settings] == [8]      # 256 examples at batch 32: 8 steps an epoch
 
 
+def test_deterministic_flag_reaches_the_worker_through_the_executors_job(tmp_path):
+    """[eval] deterministic travels in the Job to the worker, which records it; the CPU's torch settings are
+    left alone (it repeats bit for bit without them)."""
+    from agent.config import EvalConfig
+    from agent.slots import Job
+    from sandbox.isolation import run_isolated
+    code = (ROOT / "sandbox" / "naive.py").read_text()
+    for flag in (True, False):
+        kwargs = Job.of(f"det-{flag}", code, EvalConfig(profile="smoke", device="cpu",
+                                                         deterministic=flag)).isolated_kwargs()
+        kwargs["extra_args"] += ("--tasks", "memorize", "--max-steps", "8")     # a short run
+        result = run_isolated(code, **kwargs)
+        assert result["status"] == "ok", result.get("message")
+        assert result["execution"]["deterministic"] is flag
+    assert not torch.are_deterministic_algorithms_enabled()
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_a_deterministic_cuda_evaluation_repeats_bit_for_bit(tmp_path):
+    scores = []
+    for n in range(2):
+        out = tmp_path / f"result{n}.json"
+        subprocess.run([sys.executable, "-m", "sandbox", "eval", "--device", "cuda", "--out", str(out), "--candidate",
+                        str(ROOT / "sandbox" / "naive.py"), "--profile", "smoke", "--seeds", "0", "--deterministic"],
+                       cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(ROOT)},
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=600)
+        result = EvalResult.model_validate(json.loads(out.read_text()))
+        assert result.status == "ok" and result.execution["deterministic"] and result.execution["cuda_graphs"]
+        scores.append([(s.task, s.setting, s.accuracy, s.valid_accuracy, s.steps) for s in result.settings])
+    assert scores[0] == scores[1]
+
+
 def test_worker_stops_at_the_first_failed_check(tmp_path):
     (tmp_path / "candidate.py").write_text(NON_CAUSAL)
     result = EvalResult.model_validate(run_worker(tmp_path, "--candidate", "candidate.py", "--profile", "smoke"))
