@@ -39,7 +39,8 @@ def eval_cmd(
                                                "stays float32); the CPU always trains in float32"),
     deterministic: bool = typer.Option(False, "--deterministic",
                                        help="on CUDA, every op deterministic: a second run repeats bit for bit "
-                                            "(steps 6-7% slower on an H100); the CPU always does"),
+                                            "(H100: 6-7% slower steps with torch's NaN-filling of new tensors, "
+                                            "which archer leaves off); the CPU always repeats"),
 ):
     """Score one naive.py without the loop: checks, then training on the profile's MAD settings."""
     from agent.config import EvalConfig

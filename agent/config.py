@@ -29,7 +29,7 @@ class EvalConfig(Strict):
                                            # the parent beyond the noise (the others: by not being worse beyond it)
     cascade_sigmas: float = 2.0            # the cascade's noise: this many standard errors of the difference
     deterministic: bool = False            # on GPUs, every op deterministic: a replay with the same seeds repeats
-                                           # bit for bit (steps 6-7% slower on an H100; NOTES.md)
+                                           # bit for bit (cost: NOTES.md, "Same seed, different scores")
 
 
 class Endpoint(Strict):
