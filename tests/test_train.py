@@ -340,6 +340,18 @@ def test_cuda_graph_evaluation_matches_eager_across_mad_batches():
     torch.testing.assert_close(torch.tensor(graphed), torch.tensor(t.evaluate(t.valid)), rtol=0, atol=1e-9)
 
 
+def test_deterministic_ops_set_torchs_switches_for_cuda_only():
+    """Only flags: they need no GPU to be set, so the CPU suite checks them (and puts them back)."""
+    assert deterministic_ops(torch.device("cpu")) is False and not torch.are_deterministic_algorithms_enabled()
+    try:
+        assert deterministic_ops(torch.device("cuda")) is True
+        assert torch.are_deterministic_algorithms_enabled() and torch.is_deterministic_algorithms_warn_only_enabled()
+        assert torch.utils.deterministic.fill_uninitialized_memory is False
+    finally:
+        torch.use_deterministic_algorithms(False)
+        torch.utils.deterministic.fill_uninitialized_memory = True
+
+
 @pytest.mark.gpu
 def test_gpu_training_repeats_bit_for_bit():
     """Two identical trainers on the GPU end with identical parameters: the embedding's backward (atomic adds
