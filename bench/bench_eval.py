@@ -5,7 +5,7 @@ machine, from the repo root. The default modes are issue 2's measurement: plain 
 the fused kernels, in fresh processes (the second optimised run loads the kernels the first compiled) and on
 spare workers, each ratio printed. Each mode is one real worker process
 (`python3 -m sandbox eval ...`) scoring sandbox/naive.py, in the worker's default precision (float32) unless
-the mode ends in -bf16 (bf16 mixed precision). The eager modes and `-torch` run the model's layers as plain
+the mode ends in -bf16 (bf16 mixed precision); -det runs with the worker's --deterministic. The eager modes and `-torch` run the model's layers as plain
 torch ops, the others (`eager-seq-kernels` too) through sandbox/kernels.py's fused kernels. A mode may be
 listed twice: the first run with the kernels compiles them into an empty cache, later ones load them. Any
 mode with `-spare` appended runs on a spare worker (`python -m sandbox spare`, as the executor starts them
@@ -39,6 +39,7 @@ MODES = {  # name: worker flags; the plain eager reference keeps the layers as t
     "graphs-batched-torch": ["--mode", "batched", "--no-kernels"],
     "eager-seq-bf16": ["--mode", "sequential", "--no-graphs", "--no-kernels", "--precision", "bf16"],
     "graphs-batched-bf16": ["--mode", "batched", "--precision", "bf16"],
+    "graphs-batched-det": ["--mode", "batched", "--deterministic"],     # [eval] deterministic
 }
 
 
