@@ -6,8 +6,8 @@ the fused kernels, in fresh processes (the second optimised run loads the kernel
 spare workers, each ratio printed. Each mode is one real worker process (`python3 -m sandbox eval ...`)
 scoring sandbox/naive.py, in the worker's default precision (float32) unless the mode ends in -bf16 (bf16
 mixed precision); -det runs with the worker's --deterministic. The eager modes and `-torch` run the model's
-layers as plain torch ops, the others (`eager-seq-kernels` too) through sandbox/kernels.py's fused kernels. A mode may be
-listed twice: the first run with the kernels compiles them into an empty cache, later ones load them. Any
+layers as plain torch ops, the others (`eager-seq-kernels` too) through sandbox/kernels.py's fused kernels.
+A mode may be listed twice: the first run with the kernels compiles them into an empty cache, later ones load them. Any
 mode with `-spare` appended runs on a spare worker (`python -m sandbox spare`, as the executor starts them
 ahead on GPUs): its wall time starts when the ready spare is handed the job, and the table shows how long the
 spare took to get ready.
