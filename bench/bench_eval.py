@@ -7,10 +7,10 @@ spare workers, each ratio printed. Each mode is one real worker process (`python
 scoring sandbox/naive.py, in the worker's default precision (float32) unless the mode ends in -bf16 (bf16
 mixed precision); -det runs with the worker's --deterministic. The eager modes and `-torch` run the model's
 layers as plain torch ops, the others (`eager-seq-kernels` too) through sandbox/kernels.py's fused kernels.
-A mode may be listed twice: the first run with the kernels compiles them into an empty cache, later ones load them. Any
-mode with `-spare` appended runs on a spare worker (`python -m sandbox spare`, as the executor starts them
-ahead on GPUs): its wall time starts when the ready spare is handed the job, and the table shows how long the
-spare took to get ready.
+A mode may be listed twice: the first run with the kernels compiles them into an empty cache, later ones
+load them. Any mode with `-spare` appended runs on a spare worker (`python -m sandbox spare`, as the executor
+starts them ahead on GPUs): its wall time starts when the ready spare is handed the job, and the table shows
+how long the spare took to get ready.
 Every mode imports from one Python bytecode cache (PYTHONPYCACHEPREFIX, as isolated workers do) that an
 untimed smoke evaluation fills first, so no mode pays for compiling torch's sources where the machine keeps
 no bytecode (`--bytecode-cache off`: the machine's own setting, as before). Prints wall time, scores and
