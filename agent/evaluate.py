@@ -10,6 +10,7 @@ from rich.table import Table
 
 from agent.config import EvalConfig
 from agent.records import EvalResult
+from agent.slots import Job
 from sandbox.isolation import run_isolated
 from sandbox.result import TASK_TITLES, TASKS
 
@@ -26,12 +27,11 @@ def evaluate_code(code: str, config: EvalConfig, *, seeds: list[int] | None = No
                   profile: str | None = None, tasks: list[str] | None = None,
                   precision: str = "fp32") -> EvalResult:
     """Score `code` in a fresh worker; `tasks` limits the profile to some of the six tasks."""
-    extra = ((("--tasks", ",".join(tasks)) if tasks else ()) + ("--precision", precision)
-             + (("--deterministic",) if config.deterministic else ()))
+    kwargs = Job.of("eval", code, config, profile=resolve_profile(profile or config.profile),
+                    seeds=seeds).isolated_kwargs()
+    kwargs["extra_args"] += (("--tasks", ",".join(tasks)) if tasks else ()) + ("--precision", precision)
     memory_mb = int(config.memory_gb * 1024) if config.device == "cpu" else None
-    raw = run_isolated(code, profile=resolve_profile(profile or config.profile), seeds=seeds or config.seeds,
-                       model=config.model, device=config.device, timeout_s=config.timeout_s,
-                       extra_args=extra, memory_mb=memory_mb)
+    raw = run_isolated(code, memory_mb=memory_mb, **kwargs)
     return EvalResult.model_validate(raw)
 
 

@@ -8,8 +8,7 @@ training steps on the same batches. Prints the largest difference between the tw
 the first step and of the parameters after the last (0 means bit-for-bit equal), and the step time.
 `--deterministic` turns on what the worker does (sandbox/train.py deterministic_ops: torch's deterministic
 implementations, warn_only, without the NaN-filling of new tensors; `--fill` puts that back) and lists the
-ops that warned. Without it the steps run as torch does by default (the worker's behaviour before the
-seventh session). `--kernels-diff` lists the kernels of one step that the setting swaps.
+ops that warned. Without it the steps run as torch does by default, as the worker does unless asked. `--kernels-diff` lists the kernels of one step that the setting swaps.
 """
 from __future__ import annotations
 
@@ -39,9 +38,7 @@ def train(task: str, members: int, use_kernels: bool, graph: bool, steps: int) -
     x, y = t.train
     B = t.budget.batch_size
 
-    def body():
-        t._train_body()
-
+    body = t._train_body
     run = capture(body).replay if graph else body    # both trainers of a pair take the same warm-up steps
     first = None
     for i in range(steps):

@@ -27,7 +27,15 @@ def test_eval_prints_scores_timings_and_writes_the_result(tmp_path):
     assert "total" in r.output and "cuda graphs off" in r.output
     result = json.loads(out.read_text())
     assert result["status"] == "ok" and result["scores"]["memorize"]["mean"] > 0.5
-    assert result["execution"]["precision"] == "fp32"
+    assert result["execution"]["precision"] == "fp32" and result["execution"]["deterministic"] is False
+
+
+def test_deterministic_reaches_the_worker(tmp_path):
+    out = tmp_path / "result.json"
+    r = runner.invoke(app, ["eval", str(ROOT / "sandbox" / "naive.py"), "--profile", "smoke", "--device", "cpu",
+                            "--tasks", "memorize", "--deterministic", "--out", str(out)])
+    assert r.exit_code == 0, r.output
+    assert json.loads(out.read_text())["execution"]["deterministic"] is True
 
 
 def test_bf16_asked_on_the_cpu_trains_in_float32_and_says_so(tmp_path):
